@@ -1,0 +1,1 @@
+"""hte: multilevel models of how a randomized treatment's effect varies across people."""
