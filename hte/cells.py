@@ -76,7 +76,7 @@ class CellTable:
         return self._sorted(wide[[*self.factors, "n_treated", "n_control", "n"]])
 
     def level_codes(self, frame: pd.DataFrame) -> np.ndarray:
-        """Integer level codes (rows x factors) of ``frame``'s factor columns, in ``levels`` order."""
+        """Integer level codes (rows x factors) of ``frame``'s factor columns (``levels`` order)."""
         codes = np.zeros((len(frame), len(self.factors)), dtype=np.int64)
         for j, f in enumerate(self.factors):
             lookup = {lev: i for i, lev in enumerate(self.levels[f])}

@@ -1,0 +1,205 @@
+"""Fit the model to a cell table: build model inputs, run NUTS, retry on divergences.
+
+The cost of a fit depends on the number of cells and coefficients, never on the number of rows:
+the Gaussian model sees only P x P cross-products of the design, the binary model one row per cell.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hte import model as m
+from hte.cells import GAUSSIAN, CellTable
+from hte.design import Design
+from hte.diagnostics import summarize
+from hte.errors import SpecError
+from hte.result import Fit
+from hte.sampler import Progress, run_nuts
+from hte.spec import ModelSpec, SamplerSettings
+
+#: Target acceptance rates tried, in order, when the sampler reports divergences.
+RETRY_TARGET_ACCEPT = (0.95, 0.99)
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """Everything the NumPyro model needs, as arrays, plus the outcome's standardization."""
+
+    design: Design
+    hyper: m.Hyper
+    args: tuple
+    shape_key: tuple
+    center: float
+    scale: float
+
+
+def outcome_scale(cells: CellTable) -> tuple[float, float]:
+    """Mean and sd of the outcome over all people (Gaussian); (0, 1) for a binary outcome."""
+    if cells.family != GAUSSIAN:
+        return 0.0, 1.0
+    c = cells.cells
+    n = c["n"].to_numpy(float)
+    mean = float(np.sum(n * c["mean"]) / n.sum())
+    ss = float(np.sum(c["ss"]) + np.sum(n * (c["mean"].to_numpy() - mean) ** 2))
+    sd = float(np.sqrt(ss / max(n.sum() - 1, 1)))
+    if not sd > 0:
+        raise SpecError("The outcome has the same value for everybody, so there is nothing to "
+                        "explain. Check that the right outcome column is chosen.")
+    return mean, sd
+
+
+def model_inputs(cells: CellTable, spec: ModelSpec) -> ModelInputs:
+    """Contract the cell table with the design into the model's arrays."""
+    design = Design.build(cells.factors, cells.levels, spec.terms)
+    table = cells.cells
+    codes = cells.level_codes(table)
+    z = table["z"].to_numpy(np.float64)
+    x = design.rows(codes, z)
+    n = table["n"].to_numpy(np.float64)
+    center, scale = outcome_scale(cells)
+    pr = spec.priors
+    if cells.family == GAUSSIAN:
+        ybar = (table["mean"].to_numpy(np.float64) - center) / scale
+        ss = table["ss"].to_numpy(np.float64) / scale**2
+        stats = m.GaussianStats(
+            gram=jnp.asarray((x * n[:, None]).T @ x),
+            xty=jnp.asarray(x.T @ (n * ybar)),
+            yty=jnp.asarray(np.sum(ss + n * ybar**2)),
+            n=jnp.asarray(n.sum()),
+        )
+        alpha_loc = 0.0
+        args: tuple = (stats,)
+        key = ("gaussian", design.n_terms, design.n_coefs)
+    else:
+        k = table["successes"].to_numpy(np.float64)
+        p = float(np.clip(k.sum() / n.sum(), 0.01, 0.99))
+        alpha_loc = float(np.log(p / (1 - p)))
+        centering = _centering(x, n * p * (1 - p), design, pr.baseline_scale, pr.modifier_scale)
+        args = (m.BinomialCells(x=jnp.asarray(x), n=jnp.asarray(n),
+                                centering=jnp.asarray(centering)), jnp.asarray(k))
+        key = ("binary", design.n_terms, design.n_coefs, len(table))
+    hyper = m.Hyper(
+        alpha_loc=jnp.asarray(alpha_loc), alpha_sd=jnp.asarray(pr.intercept_sd),
+        tau_sd=jnp.asarray(pr.effect_sd), baseline_scale=jnp.asarray(pr.baseline_scale),
+        modifier_scale=jnp.asarray(pr.modifier_scale), sigma_scale=jnp.asarray(pr.sigma_scale),
+        coef_term=jnp.asarray(design.coef_term),
+    )
+    return ModelInputs(design=design, hyper=hyper, args=args, shape_key=key,
+                       center=center, scale=scale)
+
+
+def _centering(x: np.ndarray, weight: np.ndarray, design: Design, baseline_scale: float,
+               modifier_scale: float) -> np.ndarray:
+    """Centeredness of each level coefficient: the share of its precision that comes from data.
+
+    A coefficient whose data precision I (diagonal of the Fisher information X'WX) dominates the
+    prior precision 1/s^2 is best sampled centred (c near 1); a weakly informed one non-centred.
+    This is the optimal centering of the normal-normal model, c = I s^2 / (1 + I s^2).
+    """
+    info = np.einsum("ci,c,ci->i", x, weight, x)[2:]
+    k = design.n_level_coefs
+    s2 = np.concatenate([np.full(k, baseline_scale**2), np.full(k, modifier_scale**2)])
+    return info * s2 / (1.0 + info * s2)
+
+
+def _model_fn(family: str, n_terms: int):
+    if family == GAUSSIAN:
+        return _GAUSSIAN_MODELS.setdefault(
+            n_terms, lambda stats, hyper: m.gaussian_model(stats, hyper, n_terms))
+    return _BINOMIAL_MODELS.setdefault(
+        n_terms, lambda cells, successes, hyper: m.binomial_model(cells, hyper, n_terms,
+                                                                 successes=successes))
+
+
+# One function object per shape, so the compiled sampler cache can key on it.
+_GAUSSIAN_MODELS: dict = {}
+_BINOMIAL_MODELS: dict = {}
+
+
+@jax.jit
+def _gaussian_coefficients(keys, stats, hyper, sigma, sigma_baseline, sigma_effect):
+    draw = jax.vmap(m.draw_gaussian_coefficients, in_axes=(0, None, None, 0, 0, 0))
+    return draw(keys, stats, hyper, sigma, sigma_baseline, sigma_effect)
+
+
+def fit_cells(cells: CellTable, spec: ModelSpec, settings: SamplerSettings | None = None,
+              progress: Progress | None = None, data_info: dict | None = None) -> Fit:
+    """Fit ``spec`` to ``cells`` with NUTS; retry with a higher target acceptance on divergences."""
+    settings = settings or SamplerSettings()
+    if spec.family != cells.family:
+        raise SpecError(f"The model is for a {spec.family} outcome but the data are "
+                        f"{cells.family}.")
+    unknown = [f for f in spec.factors if f not in cells.factors]
+    if unknown:
+        raise SpecError(f"The factor(s) {', '.join(unknown)} are not in the data.")
+    if tuple(spec.factors) != tuple(cells.factors):
+        cells = regroup(cells, spec.factors)
+    inputs = model_inputs(cells, spec)
+    fn = _model_fn(cells.family, inputs.design.n_terms)
+    targets = [settings.target_accept]
+    if settings.retry_on_divergence:
+        targets += [t for t in RETRY_TARGET_ACCEPT if t > settings.target_accept]
+    seconds = compile_s = 0.0
+    t_start = time.perf_counter()
+    for attempt, target in enumerate(targets, start=1):
+        label = "" if attempt == 1 else f"Retry {attempt - 1} (target acceptance {target}): "
+        run = run_nuts(
+            fn, (*inputs.args, inputs.hyper), inputs.shape_key, chains=settings.chains,
+            warmup=settings.warmup, draws=settings.draws, seed=settings.seed + 7919 * (attempt - 1),
+            target_accept=target, max_tree_depth=settings.max_tree_depth, progress=progress,
+            label=label,
+        )
+        seconds += run.seconds_sampling
+        compile_s += run.seconds_compile
+        if not run.diverging.any():
+            break
+    draws = _named_draws(run, inputs, settings, cells.family)
+    diag, table = summarize(
+        draws, divergences=int(run.diverging.sum()), tree_depth=run.tree_depth,
+        max_tree_depth=settings.max_tree_depth, target_accept=target, seconds=seconds,
+        seconds_compile=compile_s, attempts=attempt,
+    )
+    return Fit(
+        spec=spec, settings=settings, cells=cells, center=inputs.center, scale=inputs.scale,
+        draws=draws, diagnostics=diag, parameter_table=table,
+        sampler_stats={"diverging": run.diverging, "tree_depth": run.tree_depth,
+                       "accept_prob": run.accept_prob},
+        data_info=dict(data_info or {}), seconds_total=time.perf_counter() - t_start,
+    )
+
+
+def _named_draws(run, inputs: ModelInputs, settings: SamplerSettings,
+                 family: str) -> dict[str, np.ndarray]:
+    s = run.samples
+    chains, n_draws = s["sigma_baseline"].shape[:2]
+    draws = {
+        "sigma_baseline": s["sigma_baseline"],
+        "effect_scale": s["effect_scale"],
+        "sigma_effect": s["sigma_effect"],
+    }
+    if family == GAUSSIAN:
+        flat = {k: np.asarray(v).reshape(chains * n_draws, *np.shape(v)[2:]) for k, v in s.items()}
+        keys = jax.random.split(jax.random.PRNGKey(settings.seed + 1), chains * n_draws)
+        beta = _gaussian_coefficients(keys, inputs.args[0], inputs.hyper, flat["sigma"],
+                                      flat["sigma_baseline"], flat["sigma_effect"])
+        draws["sigma"] = s["sigma"]
+        draws["beta"] = np.asarray(beta).reshape(chains, n_draws, -1)
+    else:
+        draws["beta"] = s["beta"]
+    return draws
+
+
+def regroup(cells: CellTable, factors: tuple[str, ...]) -> CellTable:
+    """The same cells pooled over the factors not in ``factors`` (exact for both families)."""
+    from hte.cells import from_summaries
+
+    c = cells.cells.copy()
+    if cells.family == GAUSSIAN:
+        c["sd"] = np.sqrt(c["ss"] / (c["n"] - 1).clip(lower=1))
+        c.loc[c["n"] <= 1, "sd"] = 0.0
+    return from_summaries(c, factors, cells.family, {f: cells.levels[f] for f in factors})
