@@ -79,9 +79,7 @@ def model_inputs(cells: CellTable, spec: ModelSpec) -> ModelInputs:
         k = table["successes"].to_numpy(np.float64)
         p = float(np.clip(k.sum() / n.sum(), 0.01, 0.99))
         alpha_loc = float(np.log(p / (1 - p)))
-        centering = _centering(x, n * p * (1 - p), design, pr.baseline_scale, pr.modifier_scale)
-        args = (m.BinomialCells(x=jnp.asarray(x), n=jnp.asarray(n),
-                                centering=jnp.asarray(centering)), jnp.asarray(k))
+        args = (m.BinomialCells(x=jnp.asarray(x), n=jnp.asarray(n)), jnp.asarray(k))
         key = ("binary", design.n_terms, design.n_coefs, len(table))
     hyper = m.Hyper(
         alpha_loc=jnp.asarray(alpha_loc), alpha_sd=jnp.asarray(pr.intercept_sd),
@@ -91,20 +89,6 @@ def model_inputs(cells: CellTable, spec: ModelSpec) -> ModelInputs:
     )
     return ModelInputs(design=design, hyper=hyper, args=args, shape_key=key,
                        center=center, scale=scale)
-
-
-def _centering(x: np.ndarray, weight: np.ndarray, design: Design, baseline_scale: float,
-               modifier_scale: float) -> np.ndarray:
-    """Centeredness of each level coefficient: the share of its precision that comes from data.
-
-    A coefficient whose data precision I (diagonal of the Fisher information X'WX) dominates the
-    prior precision 1/s^2 is best sampled centred (c near 1); a weakly informed one non-centred.
-    This is the optimal centering of the normal-normal model, c = I s^2 / (1 + I s^2).
-    """
-    info = np.einsum("ci,c,ci->i", x, weight, x)[2:]
-    k = design.n_level_coefs
-    s2 = np.concatenate([np.full(k, baseline_scale**2), np.full(k, modifier_scale**2)])
-    return info * s2 / (1.0 + info * s2)
 
 
 def _model_fn(family: str, n_terms: int):

@@ -15,8 +15,8 @@ Because every coefficient in beta enters linearly with a Gaussian prior, beta is
 exactly given the scales; NUTS samples only the scales, and beta is then drawn from its exact
 Gaussian conditional (:func:`draw_gaussian_coefficients`).
 
-Binary: k_c ~ Binomial(n_c, logit^-1(eta_c)); NUTS samples everything, with each coefficient
-partially centred according to how much the data say about it.
+Binary: k_c ~ Binomial(n_c, logit^-1(eta_c)); NUTS samples everything, with the level
+coefficients non-centred.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import jax.scipy.linalg as jsl
 import numpyro
 import numpyro.distributions as dist
 
-jax.config.update("jax_enable_x64", True)
+import hte._jax  # noqa: F401  (64-bit floats, compilation cache)
 
 
 class Hyper(NamedTuple):
@@ -59,7 +59,6 @@ class GaussianStats(NamedTuple):
 class BinomialCells(NamedTuple):
     x: jax.Array               # (cells, P) design rows
     n: jax.Array               # (cells,) people
-    centering: jax.Array       # (P - 2,) in [0, 1]: 1 = centred, 0 = non-centred
 
 
 def sample_scales(hyper: Hyper, n_terms: int) -> tuple[jax.Array, jax.Array]:
@@ -171,17 +170,16 @@ def binomial_model(cells: BinomialCells, hyper: Hyper, n_terms: int,
                    successes: jax.Array | None = None) -> None:
     """Binary outcome, logit link, likelihood on cells.
 
-    Level coefficients are partially centred (``LocScaleReparam`` with a per-coefficient
-    centeredness ``c``): ``raw ~ N(0, s^c)`` and ``coef = s^(1-c) raw``, so that coefficients the
-    data pin down are sampled centred and weakly informed ones non-centred.
+    Level coefficients are non-centred, ``coef = sd * raw`` with ``raw ~ N(0, 1)``: measured
+    against centred and partially centred (by data information) versions, it was the only one
+    without a funnel at small scales (see bench/README.md).
     """
     alpha = numpyro.sample("alpha", dist.Normal(hyper.alpha_loc, hyper.alpha_sd))
     tau = numpyro.sample("tau", dist.Normal(0.0, hyper.tau_sd))
     sigma_baseline, sigma_effect = sample_scales(hyper, n_terms)
     sd = prior_sd(hyper, sigma_baseline, sigma_effect)[2:]
-    c = cells.centering
-    raw = numpyro.sample("level_raw", dist.Normal(0.0, sd**c).to_event(1))
-    beta = jnp.concatenate([jnp.stack([alpha, tau]), sd ** (1.0 - c) * raw])
+    raw = numpyro.sample("level_raw", dist.Normal(0.0, 1.0).expand(sd.shape).to_event(1))
+    beta = jnp.concatenate([jnp.stack([alpha, tau]), sd * raw])
     numpyro.deterministic("beta", beta)
     eta = cells.x @ beta
     if successes is None:

@@ -30,8 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro.infer import NUTS, init_to_median
-from numpyro.infer.hmc_util import _initialize_mass_matrix
+from numpyro.infer.hmc_util import _initialize_mass_matrix, dual_averaging
 from numpyro.infer.util import initialize_model
+
+import hte._jax  # noqa: F401  (64-bit floats, compilation cache)
 
 Progress = Callable[[float, str], None]
 
@@ -56,26 +58,21 @@ class SamplerRun:
 
 @dataclass
 class _Compiled:
+    """A NUTS kernel and its jitted functions, compiled on first use (``executables``)."""
+
     kernel: NUTS
     init: Callable[..., Any]
-    chunks: dict[int, Callable[..., Any]]
-    postprocess: Callable[..., Any] | None
-    lock: threading.Lock
     laplace: Callable[..., Any]
-    laplace_exe: Callable[..., Any] | None = None
-    init_exe: Callable[..., Any] | None = None
+    chunk: Callable[..., Any] | None = None
+    set_metric: Callable[..., Any] = field(default_factory=lambda: jax.jit(_set_metric))
+    postprocess: Callable[..., Any] | None = None
+    executables: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 _CACHE: dict[tuple, _Compiled] = {}
 _CACHE_LOCK = threading.Lock()
-
-
-def _chunk_lengths(total: int) -> list[int]:
-    out = [CHUNK] * (total // CHUNK)
-    if total % CHUNK:
-        out.append(total % CHUNK)
-    return out
 
 
 def _compiled(model: Callable[..., Any], key: tuple, chains: int, warmup: int,
@@ -85,21 +82,18 @@ def _compiled(model: Callable[..., Any], key: tuple, chains: int, warmup: int,
         found = _CACHE.get(cache_key)
         if found is None:
             kernel = NUTS(model, dense_mass=True, target_accept_prob=target_accept,
+                          adapt_mass_matrix=False,
                           max_tree_depth=max_tree_depth,
                           init_strategy=init_to_median(num_samples=15))
 
             def init_chain(rng_key, args, params, inverse_mass):
                 state = kernel.init(rng_key, warmup, params, model_args=args, model_kwargs={})
-                dense = [tuple(sorted(params))]
-                inv, sqrt, sqrt_inv = _initialize_mass_matrix(
-                    params, {dense[0]: inverse_mass}, dense)
-                adapt = state.adapt_state._replace(inverse_mass_matrix=inv, mass_matrix_sqrt=sqrt,
-                                                   mass_matrix_sqrt_inv=sqrt_inv)
-                return state._replace(adapt_state=adapt)
+                return _set_metric(state, inverse_mass)
 
-            found = _CACHE[cache_key] = _Compiled(
-                kernel=kernel, init=jax.jit(init_chain), chunks={}, postprocess=None,
-                lock=threading.Lock(), laplace=jax.jit(partial(_laplace, model, chains)))
+            found = _Compiled(kernel=kernel, init=jax.jit(init_chain),
+                              laplace=jax.jit(partial(_laplace, model, chains)))
+            found.chunk = _chunk_fn(found)
+            _CACHE[cache_key] = found
         return found
 
 
@@ -145,6 +139,10 @@ def _newton(energy: Callable[[jax.Array], jax.Array], x0: jax.Array,
 def _laplace(model: Callable[..., Any], chains: int, rng_key: jax.Array, args: tuple):
     """Starting points (one per chain) and the inverse Hessian at the posterior mode.
 
+    (The model must have a proper mode in the unconstrained space: with centred hierarchical
+    coefficients the joint mode sits at zero scale, the neck of the funnel; the binary model
+    is non-centred for this reason too.)
+
     The mode and Hessian are in the unconstrained space; the starting points are drawn from
     the Laplace approximation, so chains start dispersed at the posterior's own scale.
 
@@ -172,16 +170,69 @@ def _laplace(model: Callable[..., Any], chains: int, rng_key: jax.Array, args: t
     return starts, cov
 
 
-def _chunk_fn(comp: _Compiled, length: int) -> Callable[..., Any]:
+def _chunk_fn(comp: _Compiled) -> Callable[..., Any]:
+    """Compiled: run ``n <= CHUNK`` NUTS iterations of one chain, recording into a buffer."""
     kernel = comp.kernel
 
-    def run_chain(state, args):
-        def body(s, _):
+    def record(s):
+        return s.z, s.diverging, s.num_steps, s.accept_prob
+
+    def run_chain(state, args, n):
+        buf = jax.tree_util.tree_map(
+            lambda v: jnp.zeros((CHUNK, *jnp.shape(v)), jnp.result_type(v)), record(state))
+
+        def body(i, carry):
+            s, b = carry
             s = kernel.sample(s, args, {})
-            return s, (s.z, s.diverging, s.num_steps, s.accept_prob)
-        return jax.lax.scan(body, state, None, length=length)
+            b = jax.tree_util.tree_map(lambda bb, v: bb.at[i].set(v), b, record(s))
+            return s, b
+
+        return jax.lax.fori_loop(0, n, body, (state, buf))
 
     return jax.jit(run_chain)
+
+
+def _set_metric(state, inverse_mass: jax.Array):
+    """Give a chain a new dense inverse mass matrix and restart its step-size adaptation."""
+    z = state.z
+    dense = [tuple(sorted(z))]
+    inv, sqrt, sqrt_inv = _initialize_mass_matrix(z, {dense[0]: inverse_mass}, dense)
+    step = state.adapt_state.step_size
+    adapt = state.adapt_state._replace(
+        inverse_mass_matrix=inv, mass_matrix_sqrt=sqrt, mass_matrix_sqrt_inv=sqrt_inv,
+        ss_state=_DA_INIT(jnp.log(10.0) + jnp.log(step)))
+    return state._replace(adapt_state=adapt)
+
+
+_DA_INIT = dual_averaging()[0]
+
+
+def warmup_stages(warmup: int) -> list[tuple[int, bool]]:
+    """Warm-up split into (length, update metric afterwards) stages.
+
+    15% step-size only (from the Laplace metric), then two windows (25% and 50%) whose draws,
+    pooled over all chains, set a new dense metric, then 10% step size only. Pooling chains
+    gives the covariance estimate 4x the draws of per-chain windows; NumPyro's first per-chain
+    window (25 draws for ~90 parameters in the binary model) gave near-singular metrics and
+    trees of maximum depth for the next hundreds of iterations.
+    """
+    fast = max(1, round(0.15 * warmup))
+    slow1 = max(1, round(0.25 * warmup))
+    slow2 = max(1, round(0.5 * warmup))
+    term = warmup - fast - slow1 - slow2
+    if term < 1 or warmup < 40:
+        return [(warmup, False)]
+    return [(fast, False), (slow1, True), (slow2, True), (term, False)]
+
+
+def pooled_metric(draws: list[dict[str, np.ndarray]]) -> np.ndarray:
+    """Regularized covariance of unconstrained draws pooled over chains (Stan's shrinkage)."""
+    flat = np.concatenate([
+        np.concatenate([np.reshape(d[k], (np.shape(d[k])[0], -1)) for k in sorted(d)], axis=1)
+        for d in draws])
+    n = flat.shape[0]
+    cov = np.cov(flat, rowvar=False).reshape(flat.shape[1], flat.shape[1])
+    return (n / (n + 5.0)) * cov + 1e-3 * (5.0 / (n + 5.0)) * np.eye(flat.shape[1])
 
 
 def run_nuts(model: Callable[..., Any], model_args: tuple, shape_key: tuple, *, chains: int,
@@ -191,65 +242,56 @@ def run_nuts(model: Callable[..., Any], model_args: tuple, shape_key: tuple, *, 
 
     Chains run one after another, each as an unbatched compiled loop: on CPU this is faster
     than batching chains with ``vmap`` (batched while-loops) or running them concurrently
-    (measured in bench/). ``shape_key`` must change whenever the model's static structure or
-    array shapes change.
+    (measured in bench/). The metric is adapted across chains (:func:`warmup_stages`).
+    ``shape_key`` must change whenever the model's static structure or array shapes change.
     """
     comp = _compiled(model, shape_key, chains, warmup, target_accept, max_tree_depth)
     keys = jax.random.split(jax.random.PRNGKey(seed), chains)
     report = progress or (lambda _f, _m: None)
     total = chains * (warmup + draws)
-    lengths = _chunk_lengths(warmup) + _chunk_lengths(draws)
-    t_compile = t_run = 0.0
-    per_chain = []
-    finals = []
+    timer = _Timer()
+    done = 0
     with comp.lock:  # the kernel keeps per-init closures: one fit at a time per compiled shape
         report(0.0, f"{label}Finding a starting point")
         key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
-        t0 = time.perf_counter()
-        if comp.laplace_exe is None:
-            comp.laplace_exe = comp.laplace.lower(key, model_args).compile()
-            t_compile += time.perf_counter() - t0
-            comp.timings["laplace"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-        starts, cov = jax.block_until_ready(comp.laplace_exe(key, model_args))
-        t_run += time.perf_counter() - t0
+        starts, cov = timer.call(comp, "laplace", comp.laplace, key, model_args)
+        states = []
         for c in range(chains):
             start = jax.tree_util.tree_map(lambda a, c=c: a[c], starts)
-            t0 = time.perf_counter()
-            if comp.init_exe is None:
-                comp.init_exe = comp.init.lower(keys[c], model_args, start, cov).compile()
-                t_compile += time.perf_counter() - t0
-                comp.timings["init"] = time.perf_counter() - t0
-                t0 = time.perf_counter()
-            state = jax.block_until_ready(comp.init_exe(keys[c], model_args, start, cov))
-            t_run += time.perf_counter() - t0
-            collected = []
-            done = 0
-            for length in lengths:
-                fn = comp.chunks.get(length)
-                if fn is None:
-                    tc = time.perf_counter()
-                    fn = _chunk_fn(comp, length).lower(state, model_args).compile()
-                    comp.chunks[length] = fn
-                    t_compile += time.perf_counter() - tc
-                    comp.timings[f"chunk{length}"] = time.perf_counter() - tc
-                t0 = time.perf_counter()
-                state, out = fn(state, model_args)
-                collected.append(jax.device_get(out))
-                t_run += time.perf_counter() - t0
-                done += length
-                phase = "warm-up" if done <= warmup else "sampling"
-                report((c * (warmup + draws) + done) / total,
-                       f"{label}Chain {c + 1} of {chains}: {phase}, "
-                       f"{min(done, warmup) if done <= warmup else done - warmup}/"
-                       f"{warmup if done <= warmup else draws}")
-            per_chain.append(jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *collected))
-            finals.append(state)
+            states.append(timer.call(comp, "init", comp.init, keys[c], model_args, start, cov))
+        records: list[list] = [[] for _ in range(chains)]
+        stages = [(n, update, "warm-up") for n, update in warmup_stages(warmup)]
+        stages.append((draws, False, "sampling"))
+        for length, update, phase in stages:
+            window: list[dict] = []
+            for c in range(chains):
+                left = length
+                chain_z = []
+                while left:
+                    n = min(CHUNK, left)
+                    states[c], buf = timer.call(comp, "chunk", comp.chunk, states[c],
+                                                model_args, n)
+                    buf = jax.device_get(buf)
+                    rec = jax.tree_util.tree_map(lambda a, n=n: np.asarray(a[:n]), buf)
+                    records[c].append(rec)
+                    chain_z.append(rec[0])
+                    left -= n
+                    done += n
+                    report(done / total, f"{label}{phase.capitalize()}: chain {c + 1} of "
+                                         f"{chains}, {done / total:.0%} done")
+                if update:
+                    window.append(jax.tree_util.tree_map(lambda *xs: np.concatenate(xs),
+                                                         *chain_z))
+            if update:
+                metric = jnp.asarray(pooled_metric(window))
+                states = [timer.call(comp, "metric", comp.set_metric, s, metric)
+                          for s in states]
         if comp.postprocess is None:
             post = comp.kernel.postprocess_fn(model_args, {})
             comp.postprocess = jax.jit(jax.vmap(jax.vmap(post)))
         postprocess = comp.postprocess
 
+    per_chain = [jax.tree_util.tree_map(lambda *xs: np.concatenate(xs), *r) for r in records]
     z, diverging, num_steps, accept = (
         jax.tree_util.tree_map(lambda *xs: np.stack(xs), *[pc[i] for pc in per_chain])
         for i in range(4)
@@ -257,8 +299,8 @@ def run_nuts(model: Callable[..., Any], model_args: tuple, shape_key: tuple, *, 
     samples = jax.device_get(postprocess({k: v[:, warmup:] for k, v in z.items()}))
     steps = np.asarray(num_steps)[:, warmup:].astype(np.int64)
     if os.environ.get("HTE_DEBUG"):
-        print("compile timings", comp.timings)
         ws = np.asarray(num_steps)[:, :warmup]
+        print("compile timings", comp.timings)
         print("warm-up steps per 50 iterations:",
               ws[:, : warmup // 50 * 50].reshape(chains, -1, 50).mean(axis=(0, 2)).round(1))
     return SamplerRun(
@@ -267,8 +309,28 @@ def run_nuts(model: Callable[..., Any], model_args: tuple, shape_key: tuple, *, 
         num_steps=steps,
         tree_depth=np.ceil(np.log2(steps + 1)).astype(np.int64),
         accept_prob=np.asarray(accept)[:, warmup:],
-        step_size=np.array([float(f.adapt_state.step_size) for f in finals]),
+        step_size=np.array([float(s.adapt_state.step_size) for s in states]),
         warmup_divergences=int(np.asarray(diverging)[:, :warmup].sum()),
-        seconds_sampling=t_run,
-        seconds_compile=t_compile,
+        seconds_sampling=timer.run,
+        seconds_compile=timer.compile,
     )
+
+
+class _Timer:
+    """Runs compiled functions, compiling on first use, and keeps compile and run time apart."""
+
+    def __init__(self) -> None:
+        self.run = 0.0
+        self.compile = 0.0
+
+    def call(self, comp: _Compiled, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        exe = comp.executables.get(name)
+        if exe is None:
+            t0 = time.perf_counter()
+            exe = comp.executables[name] = fn.lower(*args).compile()
+            comp.timings[name] = time.perf_counter() - t0
+            self.compile += comp.timings[name]
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(exe(*args))
+        self.run += time.perf_counter() - t0
+        return out

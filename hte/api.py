@@ -1,0 +1,81 @@
+"""The Python entry point: ``hte.fit(table, outcome=..., treatment=..., treated=..., by=[...])``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import pandas as pd
+
+from hte.data import PreparedData, Roles, prepare
+from hte.errors import SpecError
+from hte.result import Fit
+from hte.sampler import Progress
+from hte.spec import ModelSpec, Priors, SamplerSettings
+
+Intersections = tuple[tuple[str, ...], ...]
+
+
+def parse_interactions(interactions: Iterable[str | Sequence[str]] | None) -> Intersections:
+    """Intersections as tuples of factor names; ``"gender:race"`` and ``("gender", "race")``."""
+    out = []
+    for item in interactions or ():
+        parts = tuple(p.strip() for p in item.split(":")) if isinstance(item, str) else tuple(item)
+        if len(parts) < 2 or not all(parts):
+            raise SpecError(f"'{item}' is not an intersection; write two or more factors joined "
+                            "by ':', such as gender:race.")
+        out.append(parts)
+    return tuple(out)
+
+
+def model_spec(data: PreparedData, interactions: Iterable[str | Sequence[str]] | None = None,
+               prior_strength: str | float = "moderate") -> ModelSpec:
+    """The model for prepared data: every factor, plus the chosen intersections."""
+    return ModelSpec(
+        outcome=data.outcome, treatment=data.treatment, treated=data.treated,
+        control=data.control, family=data.family, factors=tuple(data.factors),
+        interactions=parse_interactions(interactions), priors=Priors.preset(prior_strength),
+        success=data.success,
+    )
+
+
+def data_info(data: PreparedData) -> dict:
+    """What a fit records about its data: counts and fingerprint, never rows."""
+    return {
+        "n_input_rows": int(data.n_input_rows), "n_used": int(data.n_rows),
+        "dropped": {k: int(v) for k, v in data.dropped.items()},
+        "fingerprint": data.fingerprint, "outcome": data.outcome, "treatment": data.treatment,
+        "treated": data.treated, "control": data.control, "success": data.success,
+        "columns_used": [data.outcome, data.treatment, *data.factors],
+    }
+
+
+def fit(data: pd.DataFrame | PreparedData, outcome: str | None = None,
+        treatment: str | None = None, treated: str | None = None,
+        by: Sequence[str] = (), interactions: Iterable[str | Sequence[str]] | None = None, *,
+        family: str = "auto", success: str | None = None, bins: Mapping[str, int] | None = None,
+        prior_strength: str | float = "moderate", chains: int = 4, warmup: int = 1000,
+        draws: int = 1000, seed: int = 0, target_accept: float = 0.8,
+        progress: Progress | None = None) -> Fit:
+    """Fit the multilevel model of the treatment effect and return the :class:`Fit`.
+
+    ``data`` is a table of people (one row each) or data already prepared with
+    :func:`hte.data.prepare` / :func:`hte.data.prepare_summaries` (then the role arguments are
+    not needed). ``by`` are the factor columns; ``interactions`` the intersections to model,
+    e.g. ``["gender:race"]``. ``progress(fraction, message)`` is called as sampling proceeds.
+    """
+    from hte.fit import fit_cells
+
+    if isinstance(data, PreparedData):
+        prepared = data
+    else:
+        if outcome is None or treatment is None or treated is None:
+            raise SpecError("Say which column is the outcome, which is the treatment, and which "
+                            "treatment value means treated (outcome=, treatment=, treated=).")
+        prepared = prepare(data, Roles(outcome=outcome, treatment=treatment, treated=str(treated),
+                                       factors=tuple(by), family=family, success=success,
+                                       bins=dict(bins or {})))
+    spec = model_spec(prepared, interactions, prior_strength)
+    settings = SamplerSettings(chains=chains, warmup=warmup, draws=draws, seed=seed,
+                               target_accept=target_accept)
+    return fit_cells(prepared.cells, spec, settings, progress=progress,
+                     data_info=data_info(prepared))
