@@ -1,0 +1,43 @@
+"""Shared fixtures: small, fast fits of the bundled sample data (few draws, fixed seeds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_data"
+FACTORS = ["gender", "race", "generation", "married", "kids", "party"]
+
+#: Sampler settings for tests that need a fit but not precision.
+FAST = {"chains": 2, "warmup": 300, "draws": 300, "seed": 1}
+
+
+@pytest.fixture(scope="session")
+def sample_table() -> pd.DataFrame:
+    return pd.read_csv(SAMPLE / "experiment.csv")
+
+
+@pytest.fixture(scope="session")
+def sample_binary_table() -> pd.DataFrame:
+    return pd.read_csv(SAMPLE / "experiment_binary.csv")
+
+
+@pytest.fixture(scope="session")
+def gaussian_fit(sample_table):
+    """The sample experiment, three factors and one intersection, fitted quickly."""
+    import hte
+
+    return hte.fit(sample_table, outcome="support", treatment="treatment", treated="treatment",
+                   by=["gender", "race", "party"], interactions=["gender:race"], **FAST)
+
+
+@pytest.fixture(scope="session")
+def binary_fit(sample_binary_table):
+    import hte
+
+    return hte.fit(sample_binary_table, outcome="donated", treatment="treatment",
+                   treated="treatment", by=["gender", "race"], interactions=["gender:race"],
+                   **FAST)
