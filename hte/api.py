@@ -63,7 +63,7 @@ def fit(data: pd.DataFrame | PreparedData, outcome: str | None = None,
     not needed). ``by`` are the factor columns; ``interactions`` the intersections to model,
     e.g. ``["gender:race"]``. ``progress(fraction, message)`` is called as sampling proceeds.
     """
-    from hte.fit import fit_cells
+    from hte.fitting import fit_cells
 
     if isinstance(data, PreparedData):
         prepared = data

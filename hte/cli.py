@@ -122,8 +122,10 @@ def _progress(quiet: bool):
 def run_fit(args: argparse.Namespace) -> int:
     from hte.api import fit as fit_model
     from hte.data import Roles, prepare, read_table
+    from hte.decisions import DecisionRule
 
     t0 = time.perf_counter()
+    DecisionRule(args.threshold, args.interval, args.cutoff)  # refuse bad settings before fitting
     table = read_table(args.data)
     prepared = prepare(table, Roles(outcome=args.outcome, treatment=args.treatment,
                                     treated=args.treated, factors=tuple(args.by),

@@ -88,7 +88,7 @@ class Design:
 
     def term_levels(self, codes: np.ndarray) -> np.ndarray:
         """Level index of each term (rows x K); intersections use mixed-radix indices."""
-        codes = np.asarray(codes, dtype=np.int64).reshape(-1, len(self.factors))
+        codes = _as_2d(codes, len(self.factors))
         out = np.zeros((codes.shape[0], self.n_terms), dtype=np.int64)
         for k, term in enumerate(self.terms):
             idx = np.zeros(codes.shape[0], dtype=np.int64)
@@ -120,7 +120,7 @@ class Design:
 
     def baseline_rows(self, codes: np.ndarray) -> np.ndarray:
         """Rows r with ``r . beta`` = control-arm linear predictor."""
-        return self.rows(codes, np.zeros(np.asarray(codes).reshape(-1, len(self.factors)).shape[0]))
+        return self.rows(codes, np.zeros(_as_2d(codes, len(self.factors)).shape[0]))
 
     def level_effects(self, beta: np.ndarray, term: int) -> tuple[np.ndarray, np.ndarray]:
         """Level intercepts ``a_k`` and level treatment effects ``b_k`` of one term from draws.
@@ -133,3 +133,11 @@ class Design:
         v = beta[..., start + self.n_level_coefs:start + self.n_level_coefs + width]
         q = self.bases[term]
         return u @ q.T, v @ q.T
+
+
+def _as_2d(codes: np.ndarray, n_factors: int) -> np.ndarray:
+    """Level codes as (rows x factors); a 1-D array is one factor's codes or one row."""
+    codes = np.asarray(codes, dtype=np.int64)
+    if codes.ndim == 2:
+        return codes
+    return codes.reshape(-1, n_factors) if n_factors else codes.reshape(-1, 0)

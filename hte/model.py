@@ -67,6 +67,8 @@ def sample_scales(hyper: Hyper, n_terms: int) -> tuple[jax.Array, jax.Array]:
     The effect scales share one hierarchical scale ``lambda``: with two or three levels a term
     cannot estimate its own variance, so the terms borrow strength from each other.
     """
+    if n_terms == 0:  # one average effect, no subgroups
+        return jnp.zeros(0), jnp.zeros(0)
     with numpyro.plate("terms", n_terms):
         sigma_baseline = numpyro.sample("sigma_baseline", dist.HalfNormal(hyper.baseline_scale))
         xi = numpyro.sample("xi_effect", dist.HalfNormal(1.0))
@@ -178,8 +180,11 @@ def binomial_model(cells: BinomialCells, hyper: Hyper, n_terms: int,
     tau = numpyro.sample("tau", dist.Normal(0.0, hyper.tau_sd))
     sigma_baseline, sigma_effect = sample_scales(hyper, n_terms)
     sd = prior_sd(hyper, sigma_baseline, sigma_effect)[2:]
-    raw = numpyro.sample("level_raw", dist.Normal(0.0, 1.0).expand(sd.shape).to_event(1))
-    beta = jnp.concatenate([jnp.stack([alpha, tau]), sd * raw])
+    if n_terms:
+        raw = numpyro.sample("level_raw", dist.Normal(0.0, 1.0).expand(sd.shape).to_event(1))
+        beta = jnp.concatenate([jnp.stack([alpha, tau]), sd * raw])
+    else:
+        beta = jnp.stack([alpha, tau])
     numpyro.deterministic("beta", beta)
     eta = cells.x @ beta
     if successes is None:

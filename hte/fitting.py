@@ -160,17 +160,15 @@ def fit_cells(cells: CellTable, spec: ModelSpec, settings: SamplerSettings | Non
 def _named_draws(run, inputs: ModelInputs, settings: SamplerSettings,
                  family: str) -> dict[str, np.ndarray]:
     s = run.samples
-    chains, n_draws = s["sigma_baseline"].shape[:2]
-    draws = {
-        "sigma_baseline": s["sigma_baseline"],
-        "effect_scale": s["effect_scale"],
-        "sigma_effect": s["sigma_effect"],
-    }
+    chains, n_draws = run.diverging.shape
+    draws = {k: s[k] for k in ("sigma_baseline", "effect_scale", "sigma_effect") if k in s}
     if family == GAUSSIAN:
         flat = {k: np.asarray(v).reshape(chains * n_draws, *np.shape(v)[2:]) for k, v in s.items()}
+        empty = np.zeros((chains * n_draws, 0))
         keys = jax.random.split(jax.random.PRNGKey(settings.seed + 1), chains * n_draws)
         beta = _gaussian_coefficients(keys, inputs.args[0], inputs.hyper, flat["sigma"],
-                                      flat["sigma_baseline"], flat["sigma_effect"])
+                                      flat.get("sigma_baseline", empty),
+                                      flat.get("sigma_effect", empty))
         draws["sigma"] = s["sigma"]
         draws["beta"] = np.asarray(beta).reshape(chains, n_draws, -1)
     else:

@@ -1,0 +1,210 @@
+"""Fitting, tested statistically: recovery of planted effects, an exact posterior, coverage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import FAST
+from scipy import stats
+
+import hte
+from hte import fitting as fit_module
+from hte.data import Roles, SummaryRoles, prepare, prepare_summaries
+from hte.diagnostics import Diagnostics
+from hte.simulate import DEFAULT_FACTORS, BaselineSpec, EffectSpec, simulate
+
+THREE = {f: DEFAULT_FACTORS[f] for f in ("gender", "race", "party")}
+
+
+def fit_simulation(sim, **kw):
+    return hte.fit(sim.data, outcome="outcome", treatment="treatment", treated="treatment",
+                   by=list(sim.factors), interactions=["gender:race"], **{**FAST, **kw})
+
+
+def test_planted_intersection_is_found_and_null_groups_are_not():
+    sim = simulate(4000, factors=THREE, seed=11,
+                   effect=EffectSpec(base=0.1, intersections={(("race", "Black"),
+                                                               ("gender", "Male")): 0.8}),
+                   baseline=BaselineSpec(intercept=1.0, levels={("party", "Democrat"): 0.5}))
+    fit = fit_simulation(sim)
+    delta = 0.3
+    table = fit.effect_table(threshold=delta)
+    truth = [sim.true_effect({f: row[f] for f in fit.factors if isinstance(row[f], str)})
+             for _, row in table.iterrows()]
+    table["truth"] = truth
+    planted = table[table["label"] == "gender = Male, race = Black"].iloc[0]
+    assert planted["p_above"] >= 0.9
+    assert planted["verdict"] == "likely positive"
+    null = table[table["truth"] < 0.15]
+    assert len(null) >= 15
+    assert (null["p_above"] < 0.9).all()
+    # Partial pooling: small, noisy groups move towards the overall effect.
+    assert fit.diagnostics.divergences == 0
+
+
+def test_binary_outcome_end_to_end(binary_fit):
+    truth = pd.read_csv("sample_data/true_effects.csv", keep_default_na=False)
+    truth = truth[truth["dataset"] == "experiment_binary.csv"]
+    overall = truth[(truth["factor_1"] == "")]["true_effect"].item()
+    row = binary_fit.effects().iloc[0]
+    assert abs(row["mean"] - overall) < 3 * row["sd"]
+    assert -0.1 < row["lower"] < row["upper"] < 0.2  # a difference in probability
+    men = binary_fit.effects(["gender", "race"]).set_index("label")
+    black_men = men.loc["gender = Male, race = Black"]
+    assert black_men["mean"] > row["mean"]
+    assert black_men["p_above"] > 0.9  # threshold 0: the planted effect is positive
+    assert binary_fit.formula.startswith("donated ~ treatment + (1 + treatment || gender)")
+
+
+def quadrature_posterior(y: np.ndarray, z: np.ndarray) -> tuple[float, float]:
+    """Exact posterior mean and sd of the effect for y ~ N(alpha + tau z, sigma^2) by quadrature.
+
+    Priors as in hte on the standardized outcome: alpha, tau ~ N(0, 1), sigma ~ HalfNormal(1).
+    Given sigma the posterior of (alpha, tau) is Gaussian; sigma is integrated on a fine grid.
+    """
+    center, scale = y.mean(), y.std(ddof=1)
+    ys = (y - center) / scale
+    x = np.column_stack([np.ones_like(z), z]).astype(float)
+    xtx, xty, yty, n = x.T @ x, x.T @ ys, ys @ ys, len(ys)
+    grid = np.linspace(0.8, 1.2, 4001)
+    logw, means, variances = [], [], []
+    for s in grid:
+        precision = np.eye(2) + xtx / s**2
+        cov = np.linalg.inv(precision)
+        mean = cov @ xty / s**2
+        loglik = (-n * np.log(s) - yty / (2 * s**2) - 0.5 * np.linalg.slogdet(precision)[1]
+                  + 0.5 * mean @ precision @ mean)
+        logw.append(loglik + stats.halfnorm.logpdf(s))
+        means.append(mean[1])
+        variances.append(cov[1, 1])
+    w = np.exp(np.array(logw) - max(logw))
+    w /= w.sum()
+    mu = float(w @ np.array(means))
+    var = float(w @ (np.array(variances) + np.array(means) ** 2) - mu**2)
+    return mu * scale, np.sqrt(var) * scale
+
+
+def test_average_effect_matches_the_exact_posterior(sample_table):
+    fit = hte.fit(sample_table, outcome="support", treatment="treatment", treated="treatment",
+                  chains=4, warmup=500, draws=1000, seed=3)
+    draws = fit.effect_draws([{}])[:, 0]
+    y = sample_table["support"].to_numpy()
+    z = (sample_table["treatment"] == "treatment").to_numpy().astype(float)
+    mean, sd = quadrature_posterior(y, z)
+    mcse = sd / np.sqrt(1000)  # effect draws are exact given sigma: ESS ~ draws
+    assert draws.mean() == pytest.approx(mean, abs=5 * mcse)
+    assert draws.std() == pytest.approx(sd, rel=0.06)
+
+
+def summary_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Per cell and arm: n, mean, sd, as a warehouse would export them."""
+    g = table.groupby(["gender", "race", "party", "treatment"])["support"]
+    return g.agg(n="count", mean="mean", sd="std").reset_index()
+
+
+def test_aggregated_input_gives_the_same_posterior_as_rows(sample_table, gaussian_fit):
+    summaries = summary_table(sample_table)
+    prepared = prepare_summaries(summaries, SummaryRoles(
+        treatment="treatment", treated="treatment", factors=("gender", "race", "party"),
+        outcome_name="support"))
+    raw = prepare(sample_table, Roles(outcome="support", treatment="treatment",
+                                      treated="treatment", factors=("gender", "race", "party")))
+    a, b = prepared.cells.cells, raw.cells.cells
+    pd.testing.assert_frame_equal(a[["gender", "race", "party", "z", "n"]],
+                                  b[["gender", "race", "party", "z", "n"]])
+    np.testing.assert_allclose(a["mean"], b["mean"], rtol=1e-12)
+    np.testing.assert_allclose(a["ss"], b["ss"], rtol=1e-9)
+    fit = hte.fit(prepared, interactions=["gender:race"], **FAST)
+    ours = fit.effect_table()
+    theirs = gaussian_fit.effect_table()
+    # Same data, same seed: the same posterior up to Monte Carlo error.
+    assert np.all(np.abs(ours["mean"] - theirs["mean"]) < 0.25 * theirs["sd"])
+    assert np.allclose(ours["raw_mean"], theirs["raw_mean"], rtol=1e-9)
+
+
+def test_second_fit_of_the_same_shape_reuses_the_compiled_sampler(sample_table, gaussian_fit):
+    shuffled = sample_table.sample(frac=1.0, random_state=0)
+    again = hte.fit(shuffled, outcome="support", treatment="treatment", treated="treatment",
+                    by=["gender", "race", "party"], interactions=["gender:race"],
+                    prior_strength="strong", **FAST)
+    assert again.diagnostics.seconds_compile == 0.0
+    assert again.spec.priors.modifier_scale < gaussian_fit.spec.priors.modifier_scale
+
+
+def test_progress_is_reported_up_to_completion(sample_table):
+    seen: list[tuple[float, str]] = []
+    hte.fit(sample_table, outcome="support", treatment="treatment", treated="treatment",
+            by=["gender"], chains=2, warmup=100, draws=100,
+            progress=lambda f, m: seen.append((f, m)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions)
+    assert fractions[-1] == pytest.approx(1.0)
+    assert any("Warm-up" in m for _, m in seen) and any("Sampling" in m for _, m in seen)
+
+
+def test_divergences_trigger_a_retry_with_higher_target_acceptance(monkeypatch, sample_table):
+    real = fit_module.run_nuts
+    targets: list[float] = []
+
+    def flaky(*args, **kwargs):
+        run = real(*args, **kwargs)
+        targets.append(kwargs["target_accept"])
+        if len(targets) == 1:
+            run.diverging[0, :3] = True
+        return run
+
+    monkeypatch.setattr(fit_module, "run_nuts", flaky)
+    fit = hte.fit(sample_table, outcome="support", treatment="treatment", treated="treatment",
+                  by=["gender"], chains=2, warmup=100, draws=100)
+    assert targets == [0.8, 0.95]
+    assert fit.diagnostics.attempts == 2 and fit.diagnostics.divergences == 0
+
+
+def test_save_load_and_netcdf_round_trip(tmp_path, gaussian_fit):
+    path = gaussian_fit.save(tmp_path / "fit.npz")
+    loaded = hte.load(path)
+    pd.testing.assert_frame_equal(loaded.effect_table(threshold=0.2),
+                                  gaussian_fit.effect_table(threshold=0.2))
+    assert loaded.formula == gaussian_fit.formula
+    assert loaded.diagnostics.to_dict() == gaussian_fit.diagnostics.to_dict()
+    idata = gaussian_fit.to_inference_data()
+    assert {"tau", "sigma", "effect_gender_race"} <= set(idata.posterior.data_vars)
+    assert idata.posterior["effect_gender_race"].shape[-1] == 8
+    nc = gaussian_fit.to_netcdf(tmp_path / "fit.nc")
+    assert nc.stat().st_size > 0
+    with pytest.raises(hte.HteError, match="not a saved hte fit"):
+        hte.load(tmp_path / "fit.nc")
+
+
+def test_diagnostics_verdict_words_the_problems():
+    diag = Diagnostics(chains=4, draws=1000, max_r_hat=1.05, min_ess_bulk=120, min_ess_tail=90,
+                       divergences=7, tree_depth_saturated=100, max_tree_depth=10,
+                       target_accept=0.8, seconds=1.0, seconds_compile=0.0)
+    assert not diag.ok
+    text = " ".join(diag.advice())
+    assert "7 divergent transitions" in text and "target acceptance" in text
+    assert "R-hat 1.050" in text and "bulk ESS 120" in text and "maximum tree depth" in text
+    assert diag.verdict().startswith("The sampler shows warning signs")
+
+
+@pytest.mark.slow
+def test_credible_intervals_cover_true_group_effects_at_the_nominal_rate():
+    """90% intervals over 20 simulated experiments with effects drawn from a known spread."""
+    hits, total = 0, 0
+    for seed in range(20):
+        rng = np.random.default_rng(100 + seed)
+        levels = {(f, lev): rng.normal(0, 0.1) for f, lv in THREE.items() for lev in lv}
+        effect = EffectSpec(base=rng.normal(0.1, 0.1), levels=levels,
+                            intersections={(("race", "Black"), ("gender", "Male")):
+                                           rng.normal(0, 0.2)})
+        sim = simulate(2000, factors=THREE, seed=seed, effect=effect)
+        fit = fit_simulation(sim, seed=seed)
+        table = fit.effect_table(interval=0.9, pairs=False)
+        for _, row in table.iterrows():
+            truth = sim.true_effect({f: row[f] for f in fit.factors if isinstance(row[f], str)})
+            hits += row["lower"] <= truth <= row["upper"]
+            total += 1
+    rate = hits / total
+    # 20 x 10 groups (correlated within a fit): nominal 0.9, allow for Monte Carlo spread.
+    assert 0.8 <= rate <= 0.98, f"coverage {rate:.2f} over {total} intervals"

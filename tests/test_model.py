@@ -1,0 +1,142 @@
+"""Exact identities of the likelihoods the sampler uses: cells vs rows, collapsed vs dense."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from hte import model as m
+from hte.cells import aggregate
+from hte.design import Design, zero_sum_basis
+
+
+def random_rows(rng: np.random.Generator, n: int, binary: bool) -> pd.DataFrame:
+    frame = pd.DataFrame({
+        "a": rng.choice(["x", "y", "z"], n),
+        "b": rng.choice(["p", "q"], n),
+        "_z": rng.integers(0, 2, n),
+    })
+    frame["_y"] = rng.integers(0, 2, n).astype(float) if binary else rng.normal(2.0, 1.5, n)
+    return frame
+
+
+def design_for(cells) -> Design:
+    return Design.build(cells.factors, cells.levels, (("a",), ("b",), ("a", "b")))
+
+
+def test_zero_sum_basis_is_orthonormal_and_sums_to_zero():
+    for levels in (2, 3, 5, 12):
+        q = zero_sum_basis(levels)
+        assert q.shape == (levels, levels - 1)
+        np.testing.assert_allclose(q.T @ q, np.eye(levels - 1), atol=1e-12)
+        np.testing.assert_allclose(q.sum(axis=0), 0, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_binomial_cell_loglik_equals_bernoulli_row_loglik(seed):
+    rng = np.random.default_rng(seed)
+    rows = random_rows(rng, 300, binary=True)
+    cells = aggregate(rows, ["a", "b"], "binary")
+    design = design_for(cells)
+    beta = rng.normal(0, 0.7, design.n_coefs)
+    x_cells = design.rows(cells.level_codes(cells.cells), cells.cells["z"].to_numpy())
+    cell_ll = m.binomial_loglik(jnp.asarray(x_cells @ beta), jnp.asarray(cells.cells["n"]),
+                                jnp.asarray(cells.cells["successes"]))
+    x_rows = design.rows(cells.level_codes(rows), rows["_z"].to_numpy())
+    row_ll = stats.bernoulli.logpmf(rows["_y"], 1 / (1 + np.exp(-(x_rows @ beta)))).sum()
+    assert float(cell_ll) == pytest.approx(row_ll, abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_gaussian_cell_statistics_reproduce_row_loglik(seed):
+    """n, mean and within-cell SS give exactly the rows' Gaussian log-likelihood."""
+    rng = np.random.default_rng(seed)
+    rows = random_rows(rng, 250, binary=False)
+    cells = aggregate(rows, ["a", "b"], "gaussian")
+    design = design_for(cells)
+    beta, sigma = rng.normal(0, 1, design.n_coefs), 1.3
+    c = cells.cells
+    mu = design.rows(cells.level_codes(c), c["z"].to_numpy()) @ beta
+    n = c["n"].to_numpy()
+    cell_ll = np.sum(-0.5 * n * np.log(2 * np.pi * sigma**2)
+                     - (c["ss"] + n * (c["mean"] - mu) ** 2) / (2 * sigma**2))
+    mu_rows = design.rows(cells.level_codes(rows), rows["_z"].to_numpy()) @ beta
+    row_ll = stats.norm.logpdf(rows["_y"], mu_rows, sigma).sum()
+    assert cell_ll == pytest.approx(row_ll, abs=1e-6)
+
+
+def collapsed_inputs(rows: pd.DataFrame):
+    cells = aggregate(rows, ["a", "b"], "gaussian")
+    design = design_for(cells)
+    c = cells.cells
+    x = design.rows(cells.level_codes(c), c["z"].to_numpy())
+    n = c["n"].to_numpy(float)
+    ybar = c["mean"].to_numpy()
+    stats_ = m.GaussianStats(gram=jnp.asarray((x * n[:, None]).T @ x),
+                             xty=jnp.asarray(x.T @ (n * ybar)),
+                             yty=jnp.asarray(np.sum(c["ss"] + n * ybar**2)),
+                             n=jnp.asarray(n.sum()))
+    x_rows = design.rows(cells.level_codes(rows), rows["_z"].to_numpy())
+    return design, stats_, x_rows
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_collapsed_gaussian_likelihood_equals_dense_row_marginal(seed):
+    """beta integrated out from cells == log N(y; 0, sigma^2 I + X D X') over the rows."""
+    rng = np.random.default_rng(seed)
+    rows = random_rows(rng, 120, binary=False)
+    design, stats_, x_rows = collapsed_inputs(rows)
+    sd = rng.uniform(0.2, 2.0, design.n_coefs)
+    sigma = rng.uniform(0.5, 2.0)
+    collapsed = float(m.gaussian_marginal_loglik(stats_, jnp.asarray(sd), jnp.asarray(sigma)))
+    cov = sigma**2 * np.eye(len(rows)) + (x_rows * sd**2) @ x_rows.T
+    dense = stats.multivariate_normal(np.zeros(len(rows)), cov).logpdf(rows["_y"])
+    assert collapsed == pytest.approx(dense, abs=1e-6)
+
+
+def reference_loglik(stats_, sd, sigma):
+    """The same marginal written plainly, differentiated by JAX through the Cholesky factor."""
+    mm = jnp.eye(sd.shape[0]) + sd[:, None] * stats_.gram * sd[None, :] / sigma**2
+    chol = jnp.linalg.cholesky(mm)
+    w = jsl.solve_triangular(chol, sd * stats_.xty / sigma**2, lower=True)
+    return (-0.5 * stats_.n * jnp.log(2 * jnp.pi * sigma**2) - 0.5 * stats_.yty / sigma**2
+            - jnp.sum(jnp.log(jnp.diag(chol))) + 0.5 * jnp.dot(w, w))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_analytic_gradient_matches_automatic_differentiation(seed):
+    rng = np.random.default_rng(seed)
+    _, stats_, _ = collapsed_inputs(random_rows(rng, 200, binary=False))
+    sd = jnp.asarray(rng.uniform(0.1, 1.5, stats_.xty.shape[0]))
+    sigma = jnp.asarray(rng.uniform(0.5, 1.5))
+    ours = jax.grad(m.gaussian_marginal_loglik, argnums=(1, 2))(stats_, sd, sigma)
+    ref = jax.grad(reference_loglik, argnums=(1, 2))(stats_, sd, sigma)
+    np.testing.assert_allclose(ours[0], ref[0], rtol=1e-8, atol=1e-8)
+    assert float(ours[1]) == pytest.approx(float(ref[1]), rel=1e-8)
+
+
+def test_coefficient_draws_have_the_exact_conditional_mean_and_covariance():
+    rng = np.random.default_rng(7)
+    rows = random_rows(rng, 150, binary=False)
+    design, stats_, x_rows = collapsed_inputs(rows)
+    k = design.n_terms
+    hyper = m.Hyper(alpha_loc=jnp.asarray(0.0), alpha_sd=jnp.asarray(1.0),
+                    tau_sd=jnp.asarray(1.0), baseline_scale=jnp.asarray(0.5),
+                    modifier_scale=jnp.asarray(0.2), sigma_scale=jnp.asarray(1.0),
+                    coef_term=jnp.asarray(design.coef_term))
+    sigma, sb, se = 1.1, jnp.full(k, 0.6), jnp.full(k, 0.3)
+    keys = jax.random.split(jax.random.PRNGKey(0), 40000)
+    draw = jax.vmap(m.draw_gaussian_coefficients, in_axes=(0, None, None, None, None, None))
+    beta = np.asarray(draw(keys, stats_, hyper, sigma, sb, se))
+    sd = np.asarray(m.prior_sd(hyper, sb, se))
+    precision = np.diag(sd**-2) + x_rows.T @ x_rows / sigma**2
+    cov = np.linalg.inv(precision)
+    mean = cov @ x_rows.T @ rows["_y"].to_numpy() / sigma**2
+    se_mean = np.sqrt(np.diag(cov) / len(beta))
+    assert np.all(np.abs(beta.mean(axis=0) - mean) < 5 * se_mean)
+    np.testing.assert_allclose(np.cov(beta, rowvar=False), cov, atol=0.05 * np.max(np.diag(cov)))
