@@ -31,7 +31,6 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro.infer import NUTS, init_to_median
 from numpyro.infer.hmc_util import _initialize_mass_matrix, dual_averaging
-from numpyro.infer.util import initialize_model
 
 import hte._jax  # noqa: F401  (64-bit floats, compilation cache)
 
@@ -61,8 +60,7 @@ class _Compiled:
     """A NUTS kernel and its jitted functions, compiled on first use (``executables``)."""
 
     kernel: NUTS
-    init: Callable[..., Any]
-    laplace: Callable[..., Any]
+    start: Callable[..., Any]
     chunk: Callable[..., Any] | None = None
     set_metric: Callable[..., Any] = field(default_factory=lambda: jax.jit(_set_metric))
     postprocess: Callable[..., Any] | None = None
@@ -86,88 +84,100 @@ def _compiled(model: Callable[..., Any], key: tuple, chains: int, warmup: int,
                           max_tree_depth=max_tree_depth,
                           init_strategy=init_to_median(num_samples=15))
 
-            def init_chain(rng_key, args, params, inverse_mass):
-                state = kernel.init(rng_key, warmup, params, model_args=args, model_kwargs={})
-                return _set_metric(state, inverse_mass)
-
-            found = _Compiled(kernel=kernel, init=jax.jit(init_chain),
-                              laplace=jax.jit(partial(_laplace, model, chains)))
+            found = _Compiled(kernel=kernel,
+                              start=jax.jit(partial(_start_chains, kernel, warmup, chains)))
             found.chunk = _chunk_fn(found)
             _CACHE[cache_key] = found
         return found
 
 
-def _hessian(energy: Callable[[jax.Array], jax.Array], x: jax.Array,
-             h: float = 1e-5) -> jax.Array:
-    """Hessian by central differences of the gradient (symmetrized).
+def _local_fit(energy: Callable[[jax.Array], jax.Array], x: jax.Array, h: float = 1e-5):
+    """Value, gradient and Hessian of ``energy`` at ``x`` from 2P + 1 gradient evaluations.
 
-    Cheaper to compile than forward-over-reverse differentiation through the sampler's
-    potential, and accurate to ~h^2, far more than a starting metric needs.
+    The Hessian is by central differences of the gradient (accurate to ~h^2, far more than a
+    starting metric needs); everything comes from one sequential map over points, so the
+    potential is traced once. (Batching the evaluations with ``vmap`` deadlocked XLA:CPU's
+    batched LAPACK calls inside a loop, jax 0.10.)
     """
-    eye = jnp.eye(x.shape[0]) * h
-    grad = partial(jax.lax.map, jax.grad(energy))  # sequential: batched LAPACK calls deadlocked
-    hess = (grad(x + eye) - grad(x - eye)) / (2 * h)
-    return 0.5 * (hess + hess.T)
+    p = x.shape[0]
+    points = jnp.concatenate([x[None] + h * jnp.eye(p), x[None] - h * jnp.eye(p), x[None]])
+    values, grads = jax.lax.map(jax.value_and_grad(energy), points)
+    hess = (grads[:p] - grads[p:2 * p]) / (2 * h)
+    return values[-1], grads[-1], 0.5 * (hess + hess.T)
 
 
 def _newton(energy: Callable[[jax.Array], jax.Array], x0: jax.Array,
-            iterations: int = 40) -> jax.Array:
-    """Minimize ``energy`` by saddle-free Newton steps with a line search over step lengths.
+            iterations: int = 40) -> tuple[jax.Array, jax.Array]:
+    """Minimize ``energy`` by damped saddle-free Newton steps; return the point and Hessian.
 
-    Each step is -|H|^-1 g (eigenvalues of the Hessian taken in absolute value, so saddles and
-    flat directions are handled), capped at length 3, and the best of ten halvings is taken.
-    More robust here than BFGS, whose line search stalls on the skewed scale posteriors.
+    Each trial step is ``-(|H| + lambda I)^-1 g`` (eigenvalues of the Hessian in absolute value,
+    so saddles and flat directions are handled), capped at length 3 per coordinate. A trial that
+    lowers the energy is accepted and the damping ``lambda`` shrinks; otherwise it grows. More
+    robust here than BFGS, whose line search stalls on the skewed scale posteriors.
     """
-    # Length 0 re-evaluates the current point along with the trial points.
-    lengths = jnp.concatenate([jnp.zeros(1), 0.5 ** jnp.arange(10.0)])
-
-    def step(_, x):
-        g = jax.grad(energy)(x)
-        eigval, eigvec = jnp.linalg.eigh(_hessian(energy, x))
-        d = -eigvec @ ((eigvec.T @ g) / jnp.clip(jnp.abs(eigval), 1e-6))
+    def propose(x, g, hess, damping):
+        eigval, eigvec = jnp.linalg.eigh(hess)
+        d = -eigvec @ ((eigvec.T @ g) / (jnp.abs(eigval) + damping + 1e-8))
         d = d * jnp.minimum(1.0, 3.0 / (jnp.max(jnp.abs(d)) + 1e-12))
-        trial = x[None, :] + lengths[:, None] * d[None, :]
-        values = jax.lax.map(energy, trial)
-        values = jnp.where(jnp.isfinite(values), values, jnp.inf)
-        best = jnp.argmin(values)
-        ok = jnp.all(jnp.isfinite(d)) & (values[best] < values[0])
-        return jnp.where(ok, trial[best], x)
+        return jnp.where(jnp.all(jnp.isfinite(d)), x + d, x)
 
-    return jax.lax.fori_loop(0, iterations, step, x0)
+    f0, g0, h0 = _local_fit(energy, x0)
+
+    def step(_, state):
+        x, f, g, hess, damping, trial = state
+        f_t, g_t, h_t = _local_fit(energy, trial)
+        better = jnp.isfinite(f_t) & (f_t < f) & jnp.all(jnp.isfinite(h_t))
+        x, f, g, hess = (jnp.where(better, new, old) for new, old in
+                         ((trial, x), (f_t, f), (g_t, g), (h_t, hess)))
+        damping = jnp.where(better, damping / 3.0, damping * 4.0 + 1e-3)
+        return x, f, g, hess, damping, propose(x, g, hess, damping)
+
+    state = (x0, f0, g0, h0, jnp.asarray(0.0), propose(x0, g0, h0, 0.0))
+    x, _, _, hess, _, _ = jax.lax.fori_loop(0, iterations, step, state)
+    return x, hess
 
 
-def _laplace(model: Callable[..., Any], chains: int, rng_key: jax.Array, args: tuple):
-    """Starting points (one per chain) and the inverse Hessian at the posterior mode.
+def _start_chains(kernel: NUTS, warmup: int, chains: int, rng_key: jax.Array, args: tuple):
+    """Initial NUTS states of all chains, started from the Laplace approximation.
 
-    (The model must have a proper mode in the unconstrained space: with centred hierarchical
-    coefficients the joint mode sits at zero scale, the neck of the funnel; the binary model
-    is non-centred for this reason too.)
+    The posterior mode and the Hessian there are found in the unconstrained space
+    (:func:`_newton`); each chain starts from a draw of that Gaussian approximation, so chains
+    start dispersed at the posterior's own scale, with its covariance as the first metric.
+    Starting from the mode with that metric removes the expensive first warm-up windows, where
+    an identity metric forces tiny steps along the best-determined directions (e.g. the residual
+    sd) and trees of maximum depth along the others.
 
-    The mode and Hessian are in the unconstrained space; the starting points are drawn from
-    the Laplace approximation, so chains start dispersed at the posterior's own scale.
-
-    Starting NUTS at the mode with the Laplace covariance as its mass matrix removes the
-    expensive first warm-up windows, where an identity metric forces tiny steps along the
-    best-determined directions (e.g. the residual sd) and maximal trees along the others.
+    ``kernel.init`` traces the model once; its potential function is then reused, so one chain's
+    state serves as the template for all (a second trace per chain only costs compile time).
+    The model must have a proper mode in the unconstrained space: with centred hierarchical
+    coefficients the joint mode sits at zero scale, the neck of the funnel; the binary model is
+    non-centred for this reason too.
     """
-    info = initialize_model(rng_key, model, model_args=args, dynamic_args=True,
-                            init_strategy=init_to_median(num_samples=15))
-    start, unravel = ravel_pytree(info.param_info.z)
-    potential = info.potential_fn(*args)
+    key_init, key_jitter, key_chains = jax.random.split(rng_key, 3)
+    template = kernel.init(key_init, warmup, None, model_args=args, model_kwargs={})
+    potential = kernel._potential_fn_gen(*args)  # set by init; NumPyro has no public accessor
+    start, unravel = ravel_pytree(template.z)
 
     def energy(x):
         return potential(unravel(x))
 
-    mode = _newton(energy, start)
-    eigval, eigvec = jnp.linalg.eigh(_hessian(energy, mode))
+    mode, hess = _newton(energy, start)
+    eigval, eigvec = jnp.linalg.eigh(hess)
     good = jnp.all(jnp.isfinite(eigval)) & jnp.all(jnp.isfinite(mode))
     eigval = jnp.clip(jnp.abs(jnp.where(good, eigval, 1.0)), 1e-8)
     cov = jnp.where(good, (eigvec / eigval) @ eigvec.T, jnp.eye(start.shape[0]))
     mode = jnp.where(good, mode, start)
     chol = jnp.linalg.cholesky(cov)
-    eps = jax.random.normal(jax.random.fold_in(rng_key, 1), (chains, start.shape[0]))
-    starts = jax.vmap(lambda e: unravel(mode + chol @ e))(eps)
-    return starts, cov
+    eps = jax.random.normal(key_jitter, (chains, start.shape[0]))
+
+    def chain_state(e, key):
+        z = unravel(mode + chol @ e)
+        value, grad = jax.value_and_grad(potential)(z)
+        state = template._replace(z=z, z_grad=grad, potential_energy=value, energy=value,
+                                  rng_key=key)
+        return _set_metric(state, cov)
+
+    return jax.lax.map(lambda a: chain_state(*a), (eps, jax.random.split(key_chains, chains)))
 
 
 def _chunk_fn(comp: _Compiled) -> Callable[..., Any]:
@@ -246,7 +256,6 @@ def run_nuts(model: Callable[..., Any], model_args: tuple, shape_key: tuple, *, 
     ``shape_key`` must change whenever the model's static structure or array shapes change.
     """
     comp = _compiled(model, shape_key, chains, warmup, target_accept, max_tree_depth)
-    keys = jax.random.split(jax.random.PRNGKey(seed), chains)
     report = progress or (lambda _f, _m: None)
     total = chains * (warmup + draws)
     timer = _Timer()
@@ -254,11 +263,8 @@ def run_nuts(model: Callable[..., Any], model_args: tuple, shape_key: tuple, *, 
     with comp.lock:  # the kernel keeps per-init closures: one fit at a time per compiled shape
         report(0.0, f"{label}Finding a starting point")
         key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
-        starts, cov = timer.call(comp, "laplace", comp.laplace, key, model_args)
-        states = []
-        for c in range(chains):
-            start = jax.tree_util.tree_map(lambda a, c=c: a[c], starts)
-            states.append(timer.call(comp, "init", comp.init, keys[c], model_args, start, cov))
+        stacked = timer.call(comp, "start", comp.start, key, model_args)
+        states = [jax.tree_util.tree_map(lambda a, c=c: a[c], stacked) for c in range(chains)]
         records: list[list] = [[] for _ in range(chains)]
         stages = [(n, update, "warm-up") for n, update in warmup_stages(warmup)]
         stages.append((draws, False, "sampling"))
