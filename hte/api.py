@@ -54,7 +54,7 @@ def fit(data: pd.DataFrame | PreparedData, outcome: str | None = None,
         by: Sequence[str] = (), interactions: Iterable[str | Sequence[str]] | None = None, *,
         family: str = "auto", success: str | None = None, bins: Mapping[str, int] | None = None,
         prior_strength: str | float = "moderate", chains: int = 4, warmup: int = 1000,
-        draws: int = 1000, seed: int = 0, target_accept: float = 0.8,
+        draws: int = 1000, seed: int = 0, target_accept: float | None = None,
         progress: Progress | None = None) -> Fit:
     """Fit the multilevel model of the treatment effect and return the :class:`Fit`.
 

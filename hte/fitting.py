@@ -20,7 +20,7 @@ from hte.diagnostics import summarize
 from hte.errors import SpecError
 from hte.result import Fit
 from hte.sampler import Progress, run_nuts
-from hte.spec import ModelSpec, SamplerSettings
+from hte.spec import DEFAULT_TARGET_ACCEPT, ModelSpec, SamplerSettings
 
 #: Target acceptance rates tried, in order, when the sampler reports divergences.
 RETRY_TARGET_ACCEPT = (0.95, 0.99)
@@ -85,6 +85,7 @@ def model_inputs(cells: CellTable, spec: ModelSpec) -> ModelInputs:
         alpha_loc=jnp.asarray(alpha_loc), alpha_sd=jnp.asarray(pr.intercept_sd),
         tau_sd=jnp.asarray(pr.effect_sd), baseline_scale=jnp.asarray(pr.baseline_scale),
         modifier_scale=jnp.asarray(pr.modifier_scale), sigma_scale=jnp.asarray(pr.sigma_scale),
+        binary_baseline_sd=jnp.asarray(pr.binary_baseline_sd),
         coef_term=jnp.asarray(design.coef_term),
     )
     return ModelInputs(design=design, hyper=hyper, args=args, shape_key=key,
@@ -125,9 +126,10 @@ def fit_cells(cells: CellTable, spec: ModelSpec, settings: SamplerSettings | Non
         cells = regroup(cells, spec.factors)
     inputs = model_inputs(cells, spec)
     fn = _model_fn(cells.family, inputs.design.n_terms)
-    targets = [settings.target_accept]
+    first = settings.target_accept or DEFAULT_TARGET_ACCEPT[cells.family]
+    targets = [first]
     if settings.retry_on_divergence:
-        targets += [t for t in RETRY_TARGET_ACCEPT if t > settings.target_accept]
+        targets += [t for t in RETRY_TARGET_ACCEPT if t > first]
     seconds = compile_s = 0.0
     t_start = time.perf_counter()
     for attempt, target in enumerate(targets, start=1):

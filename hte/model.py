@@ -6,6 +6,7 @@ Notation (see docs/model.md for the full statement and the reasons behind each c
     eta_c = x_c . beta                               linear predictor of cell c
     alpha ~ N(m_alpha, s_alpha^2),  tau ~ N(0, s_tau^2)
     u_k ~ N(0, sigma_k^2 I)                          baseline variation of term k (zero-sum levels)
+                                                     (binary: sigma_k fixed, see binomial_model)
     v_k ~ N(0, omega_k^2 I)                          treatment-effect variation of term k
     sigma_k ~ HalfNormal(s_base)
     omega_k = lambda * xi_k,  xi_k ~ HalfNormal(1),  lambda ~ HalfNormal(s_mod)
@@ -15,8 +16,8 @@ Because every coefficient in beta enters linearly with a Gaussian prior, beta is
 exactly given the scales; NUTS samples only the scales, and beta is then drawn from its exact
 Gaussian conditional (:func:`draw_gaussian_coefficients`).
 
-Binary: k_c ~ Binomial(n_c, logit^-1(eta_c)); NUTS samples everything, with the level
-coefficients non-centred.
+Binary: k_c ~ Binomial(n_c, logit^-1(eta_c)); NUTS samples everything, with the effect
+coefficients non-centred and the baseline coefficients on a fixed scale.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Hyper(NamedTuple):
     baseline_scale: jax.Array
     modifier_scale: jax.Array
     sigma_scale: jax.Array
+    binary_baseline_sd: jax.Array
     coef_term: jax.Array       # (n_level_coefs,) int: term of each level coefficient
 
 
@@ -61,20 +63,26 @@ class BinomialCells(NamedTuple):
     n: jax.Array               # (cells,) people
 
 
-def sample_scales(hyper: Hyper, n_terms: int) -> tuple[jax.Array, jax.Array]:
-    """Baseline scales sigma_k and treatment-effect scales omega_k of the K grouping terms.
+def sample_effect_scales(hyper: Hyper, n_terms: int) -> jax.Array:
+    """Treatment-effect scales omega_k = lambda * xi_k of the K grouping terms.
 
     The effect scales share one hierarchical scale ``lambda``: with two or three levels a term
     cannot estimate its own variance, so the terms borrow strength from each other.
     """
     if n_terms == 0:  # one average effect, no subgroups
-        return jnp.zeros(0), jnp.zeros(0)
+        return jnp.zeros(0)
     with numpyro.plate("terms", n_terms):
-        sigma_baseline = numpyro.sample("sigma_baseline", dist.HalfNormal(hyper.baseline_scale))
         xi = numpyro.sample("xi_effect", dist.HalfNormal(1.0))
     effect_scale = numpyro.sample("effect_scale", dist.HalfNormal(hyper.modifier_scale))
-    sigma_effect = numpyro.deterministic("sigma_effect", effect_scale * xi)
-    return sigma_baseline, sigma_effect
+    return numpyro.deterministic("sigma_effect", effect_scale * xi)
+
+
+def sample_baseline_scales(hyper: Hyper, n_terms: int) -> jax.Array:
+    """Baseline (intercept) scales sigma_k of the K grouping terms."""
+    if n_terms == 0:
+        return jnp.zeros(0)
+    with numpyro.plate("baseline_terms", n_terms):
+        return numpyro.sample("sigma_baseline", dist.HalfNormal(hyper.baseline_scale))
 
 
 def prior_sd(hyper: Hyper, sigma_baseline: jax.Array, sigma_effect: jax.Array) -> jax.Array:
@@ -146,7 +154,8 @@ gaussian_marginal_loglik.defvjp(_marginal_fwd, _marginal_bwd)
 def gaussian_model(stats: GaussianStats, hyper: Hyper, n_terms: int) -> None:
     """Gaussian outcome with the coefficients integrated out (a collapsed linear-Gaussian model)."""
     sigma = numpyro.sample("sigma", dist.HalfNormal(hyper.sigma_scale))
-    sigma_baseline, sigma_effect = sample_scales(hyper, n_terms)
+    sigma_baseline = sample_baseline_scales(hyper, n_terms)
+    sigma_effect = sample_effect_scales(hyper, n_terms)
     sd = prior_sd(hyper, sigma_baseline, sigma_effect)
     numpyro.factor("y", gaussian_marginal_loglik(stats, sd, sigma))
 
@@ -172,17 +181,21 @@ def binomial_model(cells: BinomialCells, hyper: Hyper, n_terms: int,
                    successes: jax.Array | None = None) -> None:
     """Binary outcome, logit link, likelihood on cells.
 
-    Level coefficients are non-centred, ``coef = sd * raw`` with ``raw ~ N(0, 1)``: measured
-    against centred and partially centred (by data information) versions, it was the only one
-    without a funnel at small scales (see bench/README.md).
+    Baseline level coefficients have a fixed weakly informative scale, ``u ~ N(0, s_base_bin)``,
+    and are sampled centred: they are nuisance parameters that experiments pin down well, and
+    learning their scale added a funnel that doubled sampling time (bench/README.md). Effect
+    coefficients keep the hierarchical, pooled scales and are non-centred, ``v = omega * raw``
+    with ``raw ~ N(0, 1)``; centred and partially centred versions diverged.
     """
     alpha = numpyro.sample("alpha", dist.Normal(hyper.alpha_loc, hyper.alpha_sd))
     tau = numpyro.sample("tau", dist.Normal(0.0, hyper.tau_sd))
-    sigma_baseline, sigma_effect = sample_scales(hyper, n_terms)
-    sd = prior_sd(hyper, sigma_baseline, sigma_effect)[2:]
+    sigma_effect = sample_effect_scales(hyper, n_terms)
     if n_terms:
-        raw = numpyro.sample("level_raw", dist.Normal(0.0, 1.0).expand(sd.shape).to_event(1))
-        beta = jnp.concatenate([jnp.stack([alpha, tau]), sd * raw])
+        width = hyper.coef_term.shape[0]
+        u = numpyro.sample("baseline", dist.Normal(0.0, hyper.binary_baseline_sd)
+                           .expand([width]).to_event(1))
+        raw = numpyro.sample("effect_raw", dist.Normal(0.0, 1.0).expand([width]).to_event(1))
+        beta = jnp.concatenate([jnp.stack([alpha, tau]), u, sigma_effect[hyper.coef_term] * raw])
     else:
         beta = jnp.stack([alpha, tau])
     numpyro.deterministic("beta", beta)

@@ -217,22 +217,26 @@ def _set_metric(state, inverse_mass: jax.Array):
 _DA_INIT = dual_averaging()[0]
 
 
-def warmup_stages(warmup: int) -> list[tuple[int, bool]]:
-    """Warm-up split into (length, update metric afterwards) stages.
+#: Warm-up stages as (share of warm-up, re-estimate the metric afterwards).
+WARMUP_STAGES = ((0.05, False), (0.10, True), (0.25, True), (0.50, True), (0.10, False))
 
-    15% step-size only (from the Laplace metric), then two windows (25% and 50%) whose draws,
-    pooled over all chains, set a new dense metric, then 10% step size only. Pooling chains
-    gives the covariance estimate 4x the draws of per-chain windows; NumPyro's first per-chain
-    window (25 draws for ~90 parameters in the binary model) gave near-singular metrics and
-    trees of maximum depth for the next hundreds of iterations.
+
+def warmup_stages(warmup: int) -> list[tuple[int, bool]]:
+    """Warm-up split into (length, update metric afterwards) stages (:data:`WARMUP_STAGES`).
+
+    A short step-size-only start from the Laplace metric, then three doubling windows whose
+    draws, pooled over all chains, each set a new dense metric, then step size only. Pooling
+    chains gives the covariance estimate 4x the draws of per-chain windows; NumPyro's first
+    per-chain window (25 draws for ~40 parameters in the binary model) gave near-singular
+    metrics and trees of maximum depth for the next hundreds of iterations. The short first
+    window replaces a poor starting metric early (the binary model's Laplace approximation is
+    rough: its posterior is far from Gaussian in the scales).
     """
-    fast = max(1, round(0.15 * warmup))
-    slow1 = max(1, round(0.25 * warmup))
-    slow2 = max(1, round(0.5 * warmup))
-    term = warmup - fast - slow1 - slow2
-    if term < 1 or warmup < 40:
+    lengths = [max(1, round(share * warmup)) for share, _ in WARMUP_STAGES[:-1]]
+    last = warmup - sum(lengths)
+    if last < 1 or warmup < 60:
         return [(warmup, False)]
-    return [(fast, False), (slow1, True), (slow2, True), (term, False)]
+    return [(n, update) for n, (_, update) in zip([*lengths, last], WARMUP_STAGES, strict=True)]
 
 
 def pooled_metric(draws: list[dict[str, np.ndarray]]) -> np.ndarray:

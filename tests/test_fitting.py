@@ -137,7 +137,10 @@ def test_progress_is_reported_up_to_completion(sample_table):
     hte.fit(sample_table, outcome="support", treatment="treatment", treated="treatment",
             by=["gender"], chains=2, warmup=100, draws=100,
             progress=lambda f, m: seen.append((f, m)))
-    fractions = [f for f, _ in seen]
+    # A retry (after divergences) starts again from zero, saying so.
+    starts = [i for i, (_, m) in enumerate(seen) if "starting point" in m]
+    assert starts[0] == 0 and all("Retry" in seen[i][1] for i in starts[1:])
+    fractions = [f for f, _ in seen[starts[-1]:]]
     assert fractions == sorted(fractions)
     assert fractions[-1] == pytest.approx(1.0)
     assert any("Warm-up" in m for _, m in seen) and any("Sampling" in m for _, m in seen)

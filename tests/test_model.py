@@ -128,6 +128,7 @@ def test_coefficient_draws_have_the_exact_conditional_mean_and_covariance():
     hyper = m.Hyper(alpha_loc=jnp.asarray(0.0), alpha_sd=jnp.asarray(1.0),
                     tau_sd=jnp.asarray(1.0), baseline_scale=jnp.asarray(0.5),
                     modifier_scale=jnp.asarray(0.2), sigma_scale=jnp.asarray(1.0),
+                    binary_baseline_sd=jnp.asarray(1.0),
                     coef_term=jnp.asarray(design.coef_term))
     sigma, sb, se = 1.1, jnp.full(k, 0.6), jnp.full(k, 0.3)
     keys = jax.random.split(jax.random.PRNGKey(0), 40000)

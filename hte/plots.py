@@ -1,0 +1,640 @@
+"""Figures for people: every chart the dashboard (and a report) draws, as pure functions.
+
+Each function takes a summary table (a DataFrame with the columns of :meth:`hte.result.Fit.effects`,
+:func:`hte.checks.cell_check`, ...) or plain arrays and returns a ``plotly.graph_objects.Figure``;
+nothing here reads a :class:`~hte.result.Fit`, so a stored table redraws the same figure.
+
+Conventions shared by all figures:
+
+- effects of a binary outcome arrive as differences in probability (0.05) and are drawn in
+  percentage points (5), with axis titles saying so; ``threshold`` is given in the same units as
+  the effects (probability for binary outcomes);
+- verdicts have fixed, colour-blind safe colours (Okabe–Ito) and marker shapes, so colour is never
+  the only cue: likely positive is a blue up-triangle, likely negative a vermillion down-triangle,
+  practically zero a green square, uncertain a grey circle;
+- the band of practically-zero effects (-threshold, +threshold) is shaded green.
+
+:func:`csv_bytes` writes tables for download with spreadsheet formulas neutralized.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.subplots import make_subplots
+
+from hte.decisions import LIKELY_NEGATIVE, LIKELY_POSITIVE, PRACTICALLY_ZERO, UNCERTAIN, VERDICTS
+
+# -- palette and shared layout --------------------------------------------------------------------
+
+BLUE = "#0072B2"
+VERMILLION = "#D55E00"
+GREEN = "#009E73"
+ORANGE = "#E69F00"
+SKY = "#56B4E9"
+PURPLE = "#CC79A7"
+GREY = "#7A7A7A"
+INK = "#262730"
+LIGHT = "#F4F4F4"
+
+VERDICT_COLORS: dict[str, str] = {
+    LIKELY_POSITIVE: BLUE,
+    LIKELY_NEGATIVE: VERMILLION,
+    PRACTICALLY_ZERO: GREEN,
+    UNCERTAIN: GREY,
+}
+VERDICT_SYMBOLS: dict[str, str] = {
+    LIKELY_POSITIVE: "triangle-up",
+    LIKELY_NEGATIVE: "triangle-down",
+    PRACTICALLY_ZERO: "square",
+    UNCERTAIN: "circle",
+}
+#: Categorical colours (Okabe–Ito, yellow last: it is hard to read on white).
+PALETTE = (BLUE, ORANGE, GREEN, PURPLE, SKY, VERMILLION, "#000000", "#F0E442")
+DASHES = ("solid", "dash", "dot", "dashdot")
+ARM_COLORS = {"treated": BLUE, "control": ORANGE}
+BAND_COLOR = GREEN
+BAND_OPACITY = 0.13
+#: Cells with fewer people than this are marked on heatmaps.
+FEW_PEOPLE = 20
+
+_FONT = {"family": "Source Sans Pro, Helvetica Neue, Arial, sans-serif", "size": 15,
+         "color": INK}
+#: plotly's "simple_white", except that shapes are not filled or faded unless asked to be (the
+#: stock template fills every shape with 30% black, which darkens outlined heatmap cells).
+TEMPLATE = go.layout.Template(pio.templates["simple_white"])
+TEMPLATE.layout.shapedefaults = {"fillcolor": "rgba(0,0,0,0)", "opacity": 1,
+                                 "line": {"color": INK, "width": 1}}
+
+
+def _layout(fig: go.Figure, *, height: int | None = None, title: str | None = None,
+            **kwargs) -> go.Figure:
+    """Large type, white background, light grid: readable on a projector.
+
+    The legend sits in one row above the plot; a title, if any, above the legend.
+    """
+    top = 60 if not title else 95
+    fig.update_layout(
+        template=TEMPLATE, font=_FONT, height=height,
+        margin={"l": 10, "r": 20, "t": top, "b": 10},
+        hoverlabel={"font_size": 14, "align": "left"},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.02, "xanchor": "left", "x": 0},
+        **kwargs,
+    )
+    if title:
+        fig.update_layout(title={"text": title, "x": 0, "xanchor": "left", "xref": "paper",
+                                 "y": 1, "yanchor": "top", "yref": "container",
+                                 "pad": {"t": 12}, "font": {"size": 18}})
+    fig.update_xaxes(showgrid=True, gridcolor="#E6E6E6", zeroline=False)
+    fig.update_yaxes(showgrid=False, zeroline=False)
+    return fig
+
+
+# -- units and numbers ----------------------------------------------------------------------------
+
+def unit_factor(binary: bool) -> float:
+    """Multiplier from engine units to displayed units (percentage points for binary)."""
+    return 100.0 if binary else 1.0
+
+
+def effect_axis_title(outcome: str, binary: bool, what: str = "Effect") -> str:
+    """'Effect on donated (percentage points)' or 'Effect on support (difference in means)'."""
+    if binary:
+        return f"{what} on {outcome} (percentage points)"
+    return f"{what} on {outcome} (difference in mean {outcome})"
+
+
+def effect_decimals(values: Sequence[float] | np.ndarray, binary: bool = False) -> int:
+    """Decimals that show three significant digits of the largest effect."""
+    if binary:
+        return 1
+    v = np.abs(np.asarray(values, dtype=float))
+    v = v[np.isfinite(v) & (v > 0)]
+    if not len(v):
+        return 2
+    mag = math.floor(math.log10(float(np.max(v))))
+    return int(min(max(2 - mag, 0), 6))
+
+
+def format_number(value: float, decimals: int, strip: bool = False) -> str:
+    """A number for reading: thousands separators, fixed decimals, a real minus sign.
+
+    ``strip`` drops trailing zeros (0.100 -> 0.1) for numbers read on their own.
+    """
+    if value is None or not np.isfinite(value):
+        return "–"
+    text = f"{abs(value):,.{decimals}f}"
+    if strip and "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if float(text.replace(",", "")) == 0:
+        return text
+    return ("−" if value < 0 else "") + text
+
+
+def format_effect(value: float, binary: bool, decimals: int | None = None) -> str:
+    """An effect in display units: '4.1 pp' for binary outcomes, '0.215' otherwise.
+
+    Without ``decimals`` the number shows three significant digits, trailing zeros dropped.
+    """
+    if binary:
+        shown = format_number(value * 100, 1 if decimals is None else decimals,
+                              strip=decimals is None)
+        return f"{shown} pp"
+    if decimals is None:
+        return format_number(value, effect_decimals([value]), strip=True)
+    return format_number(value, decimals)
+
+
+def format_probability(p: float) -> str:
+    """'94%', with '<1%' and '>99%' at the ends so certainty is never overstated."""
+    if p is None or not np.isfinite(p):
+        return "–"
+    if p > 0.995:
+        return ">99%"
+    if p < 0.005:
+        return "<1%"
+    return f"{p:.0%}"
+
+
+def level_text(row: Mapping, by: str | None = None) -> str:
+    """The levels of a group row: 'Female', 'Black · Male', or 'Everyone'."""
+    by = row["by"] if by is None else by
+    if by == "Everyone":
+        return "Everyone"
+    return " · ".join(str(row[f]) for f in by.split(" × "))
+
+
+def _hover(row: Mapping, *, threshold: float, binary: bool, decimals: int,
+           interval: float | None = None) -> str:
+    d = format_effect(threshold, binary)
+    lines = [
+        f"<b>{row.get('label', '')}</b>",
+        f"Effect {format_effect(row['mean'], binary, decimals)}",
+    ]
+    if "lower" in row and "upper" in row:
+        level = f"{interval:.0%} " if interval else ""
+        lines.append(f"{level}interval {format_effect(row['lower'], binary, decimals)} to "
+                     f"{format_effect(row['upper'], binary, decimals)}")
+    if "p_above" in row:
+        lines += [
+            f"P(effect > {d}) = {format_probability(row['p_above'])}",
+            f"P(practically zero, within ±{d}) = "
+            f"{format_probability(row['p_practically_zero'])}",
+            f"P(effect < −{d}) = {format_probability(row['p_below'])}",
+        ]
+    if "n" in row and pd.notna(row.get("n")):
+        arms = ""
+        if "n_treated" in row and "n_control" in row:
+            arms = f" ({int(row['n_treated']):,} treated, {int(row['n_control']):,} control)"
+        lines.append(f"n = {int(row['n']):,}{arms}")
+    if "raw_mean" in row and pd.notna(row.get("raw_mean")):
+        lines.append(f"Raw difference in means {format_effect(row['raw_mean'], binary, decimals)}")
+    if "verdict" in row:
+        lines.append(f"Verdict: {row['verdict']}")
+    return "<br>".join(lines)
+
+
+def _band(fig: go.Figure, threshold: float, binary: bool, *, vertical: bool = True,
+          label: bool = True, **where) -> None:
+    """Shade the practically-zero band and draw the zero line."""
+    d = threshold * unit_factor(binary)
+    if d > 0:
+        kwargs = {"fillcolor": BAND_COLOR, "opacity": BAND_OPACITY, "line_width": 0,
+                  "layer": "below", **where}
+        if label:
+            kwargs |= {"annotation_text": "practically zero",
+                       "annotation_position": "inside top",
+                       "annotation_font": {"size": 12, "color": GREEN}}
+        if vertical:
+            fig.add_vrect(x0=-d, x1=d, **kwargs)
+        else:
+            fig.add_hrect(y0=-d, y1=d, **kwargs)
+    line = {"line_color": "#666666", "line_width": 1.2, **where}
+    if vertical:
+        fig.add_vline(x=0, **line)
+    else:
+        fig.add_hline(y=0, **line)
+
+
+# -- forest plot ----------------------------------------------------------------------------------
+
+def forest_plot(table: pd.DataFrame, *, threshold: float, binary: bool, outcome: str,
+                interval: float = 0.9) -> go.Figure:
+    """Every group's effect with its credible interval, grouped by factor.
+
+    ``table`` has the columns of :meth:`Fit.effects` (``by``, ``label``, the factor columns,
+    ``mean``, ``lower``, ``upper``, ``verdict``, ``n``, probabilities), rows in display order
+    (e.g. :meth:`Fit.effect_table`). Each factor gets a bold heading row; points are coloured and
+    shaped by verdict; the band of practically-zero effects is shaded.
+    """
+    k = unit_factor(binary)
+    decimals = effect_decimals(table["mean"], binary)
+    ticks: list[tuple[float, str]] = []
+    ys: dict = {}
+    separators: list[float] = []
+    y = 0.0
+    for by, block in table.groupby("by", sort=False):
+        if by != "Everyone":
+            if ys:
+                separators.append(y - 0.5)
+            ticks.append((y, f"<b>{by}</b>"))
+            y += 1
+        for idx, row in block.iterrows():
+            text = level_text(row, by)
+            ticks.append((y, f"<b>{text}</b>" if by == "Everyone" else text))
+            ys[idx] = y
+            y += 1
+    frame = table.assign(_y=pd.Series(ys))
+    fig = go.Figure()
+    for verdict in VERDICTS:
+        rows = frame[frame["verdict"] == verdict]
+        if rows.empty:
+            continue
+        fig.add_trace(go.Scatter(
+            x=rows["mean"] * k, y=rows["_y"], mode="markers", name=verdict,
+            marker={"color": VERDICT_COLORS[verdict], "symbol": VERDICT_SYMBOLS[verdict],
+                    "size": [16 if b == "Everyone" else 12 for b in rows["by"]],
+                    "line": {"width": 1, "color": "white"}},
+            error_x={"type": "data", "symmetric": False,
+                     "array": (rows["upper"] - rows["mean"]) * k,
+                     "arrayminus": (rows["mean"] - rows["lower"]) * k,
+                     "color": VERDICT_COLORS[verdict], "thickness": 2.5, "width": 0},
+            text=[_hover(r, threshold=threshold, binary=binary, decimals=decimals,
+                         interval=interval) for _, r in rows.iterrows()],
+            hovertemplate="%{text}<extra></extra>",
+        ))
+    _band(fig, threshold, binary)
+    for s in separators:
+        fig.add_hline(y=s, line_color="#E4E4E4", line_width=1)
+    fig.update_yaxes(tickvals=[t for t, _ in ticks], ticktext=[s for _, s in ticks],
+                     autorange="reversed", range=None, ticks="", showline=False)
+    fig.update_xaxes(title_text=effect_axis_title(outcome, binary) +
+                     f" — points: mean, bars: {interval:.0%} interval")
+    _layout(fig, height=int(max(320, 30 * len(ticks) + 140)),
+            legend_title_text="Verdict: ")
+    return fig
+
+
+# -- densities ------------------------------------------------------------------------------------
+
+def kde_curve(draws: np.ndarray, n_grid: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """Gaussian kernel density of ``draws`` on a grid (Silverman's bandwidth)."""
+    x = np.asarray(draws, dtype=float).ravel()
+    x = x[np.isfinite(x)]
+    if len(x) < 2 or np.ptp(x) == 0:
+        c = float(x[0]) if len(x) else 0.0
+        return np.array([c, c]), np.array([0.0, 1.0])
+    sd = x.std(ddof=1)
+    iqr = np.subtract(*np.percentile(x, [75, 25]))
+    spread = min(sd, iqr / 1.34) if iqr > 0 else sd
+    bw = 0.9 * spread * len(x) ** -0.2
+    grid = np.linspace(x.min() - 3 * bw, x.max() + 3 * bw, n_grid)
+    dens = np.zeros(n_grid)
+    for start in range(0, len(x), 2000):
+        u = (grid[:, None] - x[None, start:start + 2000]) / bw
+        dens += np.exp(-0.5 * u * u).sum(axis=1)
+    dens /= len(x) * bw * math.sqrt(2 * math.pi)
+    return grid, dens
+
+
+def density_plot(curves: Mapping[str, np.ndarray], *, threshold: float, binary: bool,
+                 outcome: str, title: str | None = None) -> go.Figure:
+    """Posterior density of each group's effect (one curve per entry of ``curves``)."""
+    k = unit_factor(binary)
+    fig = go.Figure()
+    decimals = effect_decimals([float(np.mean(v)) for v in curves.values()], binary)
+    for i, (label, draws) in enumerate(curves.items()):
+        x, dens = kde_curve(np.asarray(draws) * k)
+        mean = float(np.mean(draws))
+        fig.add_trace(go.Scatter(
+            x=x, y=dens, mode="lines", name=label,
+            line={"color": PALETTE[i % len(PALETTE)], "width": 3,
+                  "dash": DASHES[(i // len(PALETTE)) % len(DASHES)]},
+            hovertemplate=f"<b>{label}</b><br>mean {format_effect(mean, binary, decimals)}"
+                          "<extra></extra>",
+        ))
+    _band(fig, threshold, binary)
+    fig.update_xaxes(title_text=effect_axis_title(outcome, binary))
+    fig.update_yaxes(title_text="Posterior density", showticklabels=False)
+    _layout(fig, height=400 if title else 360, title=title)
+    return fig
+
+
+def posterior_plot(draws: np.ndarray, summary: Mapping, *, threshold: float, binary: bool,
+                   outcome: str, label: str = "", what: str = "Effect",
+                   title: str | None = None) -> go.Figure:
+    """One posterior density split into the three regions below, within and above ±threshold.
+
+    ``summary`` holds ``p_below``, ``p_practically_zero``, ``p_above`` (and optionally ``mean``,
+    ``lower``, ``upper``) as from :func:`hte.decisions.summarize`; they label the regions.
+    """
+    k = unit_factor(binary)
+    d = threshold * k
+    x, dens = kde_curve(np.asarray(draws) * k, n_grid=400)
+    dtext = format_effect(threshold, binary)
+    regions = [
+        (x < -d, VERMILLION, f"below −{dtext}: {format_probability(summary['p_below'])}"),
+        ((x >= -d) & (x <= d), GREEN,
+         f"practically zero: {format_probability(summary['p_practically_zero'])}"),
+        (x > d, BLUE, f"above {dtext}: {format_probability(summary['p_above'])}"),
+    ]
+    fig = go.Figure()
+    for mask, color, name in regions:
+        if not mask.any():
+            continue
+        idx = np.flatnonzero(mask)
+        lo, hi = max(idx[0] - 1, 0), min(idx[-1] + 1, len(x) - 1)  # close the gaps
+        xs, ys = x[lo:hi + 1].copy(), dens[lo:hi + 1].copy()
+        fig.add_trace(go.Scatter(
+            x=xs, y=ys, mode="lines", fill="tozeroy", name=name,
+            line={"color": color, "width": 0.5}, fillcolor=_rgba(color, 0.35),
+            hoverinfo="skip",
+        ))
+    fig.add_trace(go.Scatter(x=x, y=dens, mode="lines", name=label, showlegend=False,
+                             line={"color": INK, "width": 2.5},
+                             hovertemplate="%{x:.3g}<extra></extra>"))
+    _band(fig, threshold, binary, label=False)
+    if "mean" in summary:
+        mean = float(summary["mean"]) * k
+        fig.add_vline(x=mean, line_dash="dash", line_color=INK)
+        fig.add_annotation(x=mean, y=1, yref="paper", yanchor="top", xanchor="left",
+                           text=" mean", showarrow=False, font={"size": 13})
+    fig.update_xaxes(title_text=effect_axis_title(outcome, binary, what))
+    fig.update_yaxes(title_text="Posterior density", showticklabels=False)
+    _layout(fig, height=420 if title else 380, title=title,
+            legend_title_text="Chance the effect is ")
+    return fig
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+# -- heatmap --------------------------------------------------------------------------------------
+
+def heatmap(table: pd.DataFrame, rows: str, cols: str, *, levels: Mapping[str, Sequence[str]],
+            color: str = "p_above", threshold: float, binary: bool, outcome: str,
+            interval: float = 0.9, few: int = FEW_PEOPLE,
+            selected: tuple[str, str] | None = None) -> go.Figure:
+    """Level combinations of two factors, coloured by P(effect > threshold) or the mean effect.
+
+    ``table`` is :meth:`Fit.effects` with ``by=[rows, cols]`` (either order). Each cell shows
+    its value and n; cells with fewer than ``few`` people get a dotted outline and a note;
+    combinations nobody is in are left blank. ``selected`` (row level, column level) gets a solid
+    outline. An invisible marker sits on every cell with people, so a click on the cell selects
+    a point (x = column index, y = row index) in apps that listen for selections.
+    """
+    if color not in ("p_above", "mean"):
+        raise ValueError("color must be 'p_above' or 'mean'")
+    k = unit_factor(binary)
+    r_levels = [str(v) for v in levels[rows]]
+    c_levels = [str(v) for v in levels[cols]]
+    decimals = effect_decimals(table["mean"], binary)
+    index = {(str(r[rows]), str(r[cols])): r for _, r in table.iterrows()}
+    z, text, hover = [], [], []
+    small: list[tuple[int, int]] = []
+    for i, rl in enumerate(r_levels):
+        z_row, t_row, h_row = [], [], []
+        for j, cl in enumerate(c_levels):
+            r = index.get((rl, cl))
+            if r is None or int(r["n"]) == 0:
+                z_row.append(None)
+                t_row.append("nobody")
+                h_row.append(f"<b>{rows} = {rl}, {cols} = {cl}</b><br>Nobody in the data")
+                continue
+            value = float(r[color]) * (1 if color == "p_above" else k)
+            z_row.append(value)
+            shown = (format_probability(r["p_above"]) if color == "p_above"
+                     else format_effect(r["mean"], binary, decimals))
+            n = int(r["n"])
+            note = " ⚠ few" if n < few else ""
+            t_row.append(f"{shown}<br>n = {n:,}{note}")
+            h_row.append(_hover(r, threshold=threshold, binary=binary, decimals=decimals,
+                                interval=interval))
+            if n < few:
+                small.append((i, j))
+        z.append(z_row)
+        text.append(t_row)
+        hover.append(h_row)
+    dtext = format_effect(threshold, binary)
+    if color == "p_above":
+        scale = [[0.0, "#F7F7F7"], [1.0, BLUE]]
+        zmin, zmax, zmid = 0.0, 1.0, None
+        bar_title = f"P(effect > {dtext})"
+        tickformat = ".0%"
+    else:
+        values = np.array([v for row in z for v in row if v is not None], dtype=float)
+        top = float(np.max(np.abs(values))) if len(values) else 1.0
+        top = top or 1.0
+        scale = [[0.0, VERMILLION], [0.5, "#F7F7F7"], [1.0, BLUE]]
+        zmin, zmax, zmid = -top, top, 0.0
+        bar_title = "Mean effect" + (" (pp)" if binary else "")
+        tickformat = None
+    fig = go.Figure(go.Heatmap(
+        z=z, x=list(range(len(c_levels))), y=list(range(len(r_levels))), text=text,
+        texttemplate="%{text}", textfont={"size": 14}, hovertext=hover,
+        hovertemplate="%{hovertext}<extra></extra>", colorscale=scale, zmin=zmin, zmax=zmax,
+        zmid=zmid, xgap=3, ygap=3,
+        colorbar={"title": {"text": bar_title, "side": "right"}, "tickformat": tickformat},
+    ))
+    cells = [(i, j) for i in range(len(r_levels)) for j in range(len(c_levels))
+             if z[i][j] is not None]
+    fig.add_trace(go.Scatter(
+        x=[j for _, j in cells], y=[i for i, _ in cells], mode="markers", name="cells",
+        showlegend=False, text=[hover[i][j] for i, j in cells],
+        hovertemplate="%{text}<extra></extra>",
+        marker={"size": 70, "symbol": "square", "opacity": 0, "color": INK},
+        selected={"marker": {"opacity": 0}}, unselected={"marker": {"opacity": 0}},
+    ))
+    for i, j in small:
+        fig.add_shape(type="rect", x0=j - 0.47, x1=j + 0.47, y0=i - 0.47, y1=i + 0.47,
+                      line={"color": INK, "width": 2, "dash": "dot"})
+    if selected is not None and selected[0] in r_levels and selected[1] in c_levels:
+        i, j = r_levels.index(str(selected[0])), c_levels.index(str(selected[1]))
+        fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5,
+                      line={"color": INK, "width": 4})
+    fig.update_xaxes(tickvals=list(range(len(c_levels))), ticktext=c_levels, title_text=cols,
+                     showgrid=False, side="top", ticks="")
+    fig.update_yaxes(tickvals=list(range(len(r_levels))), ticktext=r_levels, title_text=rows,
+                     autorange="reversed", ticks="")
+    _layout(fig, height=int(max(300, 90 * len(r_levels) + 140)))
+    fig.update_layout(margin={"t": 80}, clickmode="event+select", dragmode=False)
+    return fig
+
+
+# -- shrinkage ------------------------------------------------------------------------------------
+
+def shrinkage_plot(table: pd.DataFrame, *, binary: bool, outcome: str,
+                   overall: float | None = None) -> go.Figure:
+    """Raw difference in means (x) against the partially pooled estimate (y), one point per group.
+
+    Point area grows with the group's n. Levels of one factor are blue circles, combinations of
+    factors orange diamonds. A grey stem joins each point to the dashed diagonal, where it would be
+    without pooling, so the length of the stem is how far pooling moved it; the horizontal line is
+    the overall effect the noisy estimates are pulled towards. Groups without a raw estimate (an
+    empty arm) are left out.
+    """
+    k = unit_factor(binary)
+    t = table[table["by"] != "Everyone"].dropna(subset=["raw_mean"])
+    decimals = effect_decimals(t["mean"] if len(t) else [1.0], binary)
+    fig = go.Figure()
+    if len(t):
+        lo = float(min(t["raw_mean"].min(), t["mean"].min())) * k
+        hi = float(max(t["raw_mean"].max(), t["mean"].max())) * k
+        pad = 0.05 * (hi - lo or 1.0)
+        fig.add_trace(go.Scatter(x=[lo - pad, hi + pad], y=[lo - pad, hi + pad], mode="lines",
+                                 name="no pooling (model = raw)", hoverinfo="skip",
+                                 line={"color": GREY, "dash": "dash", "width": 1.5}))
+        stems_x = np.repeat(t["raw_mean"].to_numpy(float) * k, 3)
+        stems_y = np.column_stack([t["raw_mean"].to_numpy(float) * k,
+                                   t["mean"].to_numpy(float) * k,
+                                   np.full(len(t), np.nan)]).ravel()
+        stems_x[2::3] = np.nan
+        fig.add_trace(go.Scatter(x=stems_x, y=stems_y, mode="lines", name="moved by pooling",
+                                 hoverinfo="skip", line={"color": "#BBBBBB", "width": 1.5}))
+    n_max = float(t["n"].max()) if len(t) else 1.0
+    combined = t["by"].str.contains(" × ", regex=False)
+    for name, rows, color, symbol in (("level of one factor", t[~combined], BLUE, "circle"),
+                                      ("combination of factors", t[combined], ORANGE,
+                                       "diamond")):
+        if rows.empty:
+            continue
+        fig.add_trace(go.Scatter(
+            x=rows["raw_mean"] * k, y=rows["mean"] * k, mode="markers", name=name,
+            marker={"color": color, "symbol": symbol,
+                    "size": 7 + 28 * np.sqrt(rows["n"].to_numpy(float) / n_max),
+                    "line": {"width": 1, "color": "white"}, "opacity": 0.85},
+            text=[f"<b>{r['label']}</b><br>n = {int(r['n']):,}<br>Raw difference "
+                  f"{format_effect(r['raw_mean'], binary, decimals)}<br>Model estimate "
+                  f"{format_effect(r['mean'], binary, decimals)}" for _, r in rows.iterrows()],
+            hovertemplate="%{text}<extra></extra>",
+        ))
+    if overall is not None:
+        fig.add_hline(y=overall * k, line_color=INK, line_width=1.5,
+                      annotation_text="overall effect", annotation_position="bottom right")
+    unit = " (pp)" if binary else ""
+    fig.update_xaxes(title_text=f"Raw difference in means, each group on its own{unit}")
+    fig.update_yaxes(title_text=f"Model estimate (partially pooled){unit}", showgrid=True,
+                     gridcolor="#E6E6E6")
+    _layout(fig, height=500)
+    return fig
+
+
+# -- diagnostics ----------------------------------------------------------------------------------
+
+def trace_plot(series: Mapping[str, np.ndarray], max_points: int = 1000) -> go.Figure:
+    """Trace of each parameter, one row per parameter, one line per chain.
+
+    ``series`` maps a parameter name to its draws, shaped (chains, draws). Long chains are thinned
+    to at most ``max_points`` points per chain for drawing.
+    """
+    names = list(series)
+    fig = make_subplots(rows=max(len(names), 1), cols=1, shared_xaxes=True,
+                        vertical_spacing=min(0.06, 0.3 / max(len(names), 1)),
+                        subplot_titles=names)
+    for r, name in enumerate(names, start=1):
+        arr = np.asarray(series[name], dtype=float)
+        arr = arr.reshape(arr.shape[0], -1) if arr.ndim >= 2 else arr[None, :]
+        step = max(1, math.ceil(arr.shape[1] / max_points))
+        it = np.arange(arr.shape[1])[::step]
+        for c in range(arr.shape[0]):
+            fig.add_trace(go.Scatter(
+                x=it, y=arr[c, ::step], mode="lines", name=f"chain {c + 1}",
+                legendgroup=f"chain {c + 1}", showlegend=r == 1,
+                line={"color": PALETTE[c % len(PALETTE)], "width": 1}, opacity=0.8,
+                hovertemplate=f"{name}<br>chain {c + 1}, draw %{{x}}: %{{y:.3g}}<extra></extra>",
+            ), row=r, col=1)
+    fig.update_xaxes(title_text="Draw (after warm-up)", row=max(len(names), 1), col=1)
+    _layout(fig, height=int(150 * max(len(names), 1) + 120))
+    fig.update_layout(legend={"orientation": "v", "x": 1.01, "xanchor": "left", "y": 1,
+                              "yanchor": "top"}, margin={"t": 40})
+    fig.update_annotations(font_size=14, x=0, xanchor="left")
+    return fig
+
+
+def ppc_plot(check: pd.DataFrame, *, binary: bool, outcome: str,
+             factors: Sequence[str] = ()) -> go.Figure:
+    """Observed cell means against the model's replicated means, with their intervals.
+
+    ``check`` is :func:`hte.checks.cell_check`: one row per cell and arm with ``observed``,
+    ``predicted``, ``lower``, ``upper``, ``n``, ``covered``. A model that reproduces the data puts
+    the points near the diagonal with most intervals crossing it; cells whose observed mean falls
+    outside their interval are drawn as crosses.
+    """
+    k = 100.0 if binary else 1.0
+    fig = go.Figure()
+    decimals = 1 if binary else effect_decimals(check["observed"] if len(check) else [1.0])
+    for arm in ("treated", "control"):
+        for covered in (True, False):
+            rows = check[(check["arm"] == arm) & (check["covered"] == covered)]
+            if rows.empty:
+                continue
+            who = [", ".join(f"{f} = {r[f]}" for f in factors) or "Everyone"
+                   for _, r in rows.iterrows()]
+            text = [f"<b>{w}</b> ({arm})<br>n = {int(r['n']):,}<br>observed "
+                    f"{format_number(r['observed'] * k, decimals)}<br>model "
+                    f"{format_number(r['predicted'] * k, decimals)} (interval "
+                    f"{format_number(r['lower'] * k, decimals)} to "
+                    f"{format_number(r['upper'] * k, decimals)})"
+                    for w, (_, r) in zip(who, rows.iterrows(), strict=True)]
+            fig.add_trace(go.Scatter(
+                x=rows["observed"] * k, y=rows["predicted"] * k, mode="markers",
+                name=f"{arm}" + ("" if covered else " — outside interval"),
+                marker={"color": ARM_COLORS[arm], "symbol": "circle" if covered else "x",
+                        "size": 8 if covered else 11, "opacity": 0.8},
+                error_y={"type": "data", "symmetric": False,
+                         "array": (rows["upper"] - rows["predicted"]) * k,
+                         "arrayminus": (rows["predicted"] - rows["lower"]) * k,
+                         "color": _rgba(ARM_COLORS[arm], 0.35), "thickness": 1.2, "width": 0},
+                text=text, hovertemplate="%{text}<extra></extra>",
+            ))
+    if len(check):
+        lo = float(min(check["observed"].min(), check["lower"].min())) * k
+        hi = float(max(check["observed"].max(), check["upper"].max())) * k
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="perfect agreement",
+                                 hoverinfo="skip", line={"color": GREY, "dash": "dash"}))
+    unit = f"share with {outcome} = 1 (%)" if binary else f"mean {outcome}"
+    fig.update_xaxes(title_text=f"Observed cell {unit}")
+    fig.update_yaxes(title_text=f"Model's replicated cell {unit}", showgrid=True,
+                     gridcolor="#E6E6E6")
+    _layout(fig, height=520)
+    return fig
+
+
+# -- exports --------------------------------------------------------------------------------------
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _neutral(value):
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_bytes(table: pd.DataFrame) -> bytes:
+    """The table as UTF-8 CSV, full precision, safe to open in a spreadsheet.
+
+    Text cells (and column names) starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return
+    get a leading ``'`` so spreadsheets show them as text instead of running them as formulas.
+    Numbers stay numbers (a negative effect is not text and is written as is).
+    """
+    out = table.copy()
+    out.columns = [_neutral(str(c)) for c in out.columns]
+    for col in out.columns:
+        s = out[col]
+        if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
+            out[col] = s.map(_neutral, na_action="ignore")
+    return out.to_csv(index=False).encode("utf-8")
+
+
+def figure_html(fig: go.Figure, include_plotlyjs: bool | str = True) -> bytes:
+    """A self-contained HTML page of the figure (works offline with ``include_plotlyjs=True``)."""
+    return fig.to_html(include_plotlyjs=include_plotlyjs, full_html=True).encode("utf-8")
