@@ -8,6 +8,7 @@ falls below -delta, and a verdict label. There are no p-values.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,7 +85,7 @@ def format_effect(value: float, binary: bool, digits: int = 2) -> str:
     """An effect for reading: percentage points for binary outcomes, outcome units otherwise."""
     if binary:
         return f"{value * 100:.1f} percentage points"
-    return f"{value:.{digits}g}" if abs(value) < 1 else f"{value:,.{digits}f}"
+    return f"{value:.{digits + 1}g}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
 def sentence(row: pd.Series | dict, rule: DecisionRule, outcome: str, binary: bool,
@@ -99,17 +100,27 @@ def sentence(row: pd.Series | dict, rule: DecisionRule, outcome: str, binary: bo
     among = f" among {who}" if who else ""
     what = f"the chance that {outcome} is 1" if binary else outcome
     if p_above >= max(p_below, p_zero):
-        text = (f"There is a {_pct(p_above)} chance the treatment raises {what} by more than "
+        text = (f"There is {_a(p_above)} chance the treatment raises {what} by more than "
                 f"{delta}{among}.")
     elif p_below >= p_zero:
-        text = (f"There is a {_pct(p_below)} chance the treatment lowers {what} by more than "
+        text = (f"There is {_a(p_below)} chance the treatment lowers {what} by more than "
                 f"{delta}{among}.")
     else:
-        text = (f"There is a {_pct(p_zero)} chance the treatment changes {what} by less than "
+        text = (f"There is {_a(p_zero)} chance the treatment changes {what} by less than "
                 f"{delta} either way{among}, which you have called practically zero.")
     interval = (f" The effect is most likely between {format_effect(row['lower'], binary)} and "
                 f"{format_effect(row['upper'], binary)} ({rule.interval:.0%} interval).")
     return text + interval
+
+
+def fix_article(text: str) -> str:
+    """'a 8% chance' -> 'an 8% chance' (also 11%, 18% and 80-89%), for sentences built elsewhere."""
+    return re.sub(r"\b([Aa]) ((?:8|11|18|8\d)(?:\.\d+)?%)", r"\1n \2", text)
+
+
+def _a(p: float) -> str:
+    """The probability with its article: 'a 94%', 'an 8%', 'a more than 99%'."""
+    return fix_article(f"a {_pct(p)}")
 
 
 def _pct(p: float) -> str:

@@ -276,7 +276,7 @@ def forest_plot(table: pd.DataFrame, *, threshold: float, binary: bool, outcome:
     fig.update_xaxes(title_text=effect_axis_title(outcome, binary) +
                      f" — points: mean, bars: {interval:.0%} interval")
     _layout(fig, height=int(max(320, 30 * len(ticks) + 140)),
-            legend_title_text="Verdict: ")
+            legend_title_text="Verdict: ", showlegend=True)   # even with a single verdict
     return fig
 
 
@@ -321,7 +321,7 @@ def density_plot(curves: Mapping[str, np.ndarray], *, threshold: float, binary: 
     _band(fig, threshold, binary)
     fig.update_xaxes(title_text=effect_axis_title(outcome, binary))
     fig.update_yaxes(title_text="Posterior density", showticklabels=False)
-    _layout(fig, height=400 if title else 360, title=title)
+    _layout(fig, height=400 if title else 360, title=title, showlegend=True)
     return fig
 
 
@@ -367,7 +367,7 @@ def posterior_plot(draws: np.ndarray, summary: Mapping, *, threshold: float, bin
     fig.update_xaxes(title_text=effect_axis_title(outcome, binary, what))
     fig.update_yaxes(title_text="Posterior density", showticklabels=False)
     _layout(fig, height=420 if title else 380, title=title,
-            legend_title_text="Chance the effect is ")
+            legend_title_text="Chance the effect is ", showlegend=True)
     return fig
 
 

@@ -189,3 +189,12 @@ def test_headline_sentence_reads_plainly():
     binary = sentence({**row, "lower": 0.02, "upper": 0.08}, DecisionRule(threshold=0.05),
                       "donated", binary=True, who="women")
     assert "5.0 percentage points" in binary and "among women" in binary
+
+
+@pytest.mark.parametrize(("p", "article"), [(0.08, "an 8%"), (0.11, "an 11%"), (0.83, "an 83%"),
+                                            (0.94, "a 94%"), (0.18, "an 18%"), (0.28, "a 28%")])
+def test_sentence_uses_the_right_article(p, article):
+    row = {"p_above": p, "p_practically_zero": 1 - p, "p_below": 0.0, "lower": 0.0,
+           "upper": 1.0}
+    text = sentence(row, DecisionRule(threshold=0.1), "y", binary=False)
+    assert text.startswith(f"There is {article} chance")

@@ -1,0 +1,38 @@
+"""The dashboard: ``streamlit run app.py``.
+
+This entry file is the router (``st.navigation``; page files live in ``pages/``) and draws the
+shared frame: the page configuration, the app's name and a sidebar status of what is loaded and
+fitted. Pages read and write session state through ``ui.py`` and call the engine in ``hte/``.
+"""
+
+import streamlit as st
+
+import ui
+
+st.set_page_config(page_title="hte — who does the treatment work for?", page_icon="🎯",
+                   layout="wide", initial_sidebar_state="expanded")
+
+pages = {
+    "Set up": [
+        st.Page(ui.PAGES["data"], title="1 · Data", icon=":material/table_view:", default=True),
+        st.Page(ui.PAGES["model"], title="2 · Model", icon=":material/tune:"),
+    ],
+    "Results": [
+        st.Page(ui.PAGES["effects"], title="3 · Effects", icon=":material/insights:"),
+        st.Page(ui.PAGES["intersections"], title="4 · Intersections", icon=":material/grid_view:"),
+        st.Page(ui.PAGES["compare"], title="5 · Compare", icon=":material/compare_arrows:"),
+        st.Page(ui.PAGES["diagnostics"], title="6 · Diagnostics",
+                icon=":material/monitor_heart:"),
+    ],
+}
+page = st.navigation(pages)
+
+with st.sidebar:
+    st.markdown("## :material/target: hte")
+    st.caption("Who does the treatment work for? Effects of a randomized treatment across "
+               "subgroups, from a multilevel model.")
+    # Drawn before the page: pages change state in callbacks or rerun after a change
+    # (loading, fitting), so the status is current.
+    ui.sidebar_status()
+
+page.run()

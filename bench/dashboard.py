@@ -1,0 +1,112 @@
+"""Benchmark: time from clicking "Fit the model" to the Effects page, in a real browser.
+
+Starts ``streamlit run app.py``, loads the bundled sample (one click), keeps the Model page's
+defaults (all six factors, no intersections, 4 chains x 1000 warm-up x 1000 draws unless told
+otherwise) and, for each run, sets a different random seed (so the fit cache cannot answer),
+clicks Fit and waits until the Effects page shows its forest plot. The first run of a fresh
+server includes compiling the sampler (unless JAX's persistent cache already holds it).
+Finally it clicks Fit once more with unchanged choices: the cached answer.
+
+    python bench/dashboard.py                 # 3 runs, default settings
+    python bench/dashboard.py --runs 5 --chains 2 --warmup 300 --draws 300
+
+Prints each run and the median. Needs Chromium (apt-get install -y chromium) and Playwright.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.test_browser import (  # noqa: E402  (shared browser helpers)
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    _free_port,
+    go,
+    start_app,
+    stop_app,
+    type_number,
+    wait_idle,
+    wait_until_up,
+)
+
+TIMEOUT_MS = 3_600_000
+
+
+def fit_once(page, seed: int, settings: dict[str, int]) -> float:
+    """Set the seed (and settings), click Fit, return seconds until the forest plot shows."""
+    go(page, "2 · Model")
+    expander = page.get_by_text("Sampler settings (advanced)")
+    if not page.get_by_role("spinbutton", name="Random seed").is_visible():
+        expander.click()
+    for label, value in {**settings, "Random seed": seed}.items():
+        type_number(page, label, str(value))
+    button = page.get_by_role("button", name="Fit the model")
+    start = time.perf_counter()
+    button.click()
+    page.get_by_role("heading", name="3 · Effects", exact=True).wait_for(timeout=TIMEOUT_MS)
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    chart.locator("text=Everyone").first.wait_for(timeout=TIMEOUT_MS)
+    seconds = time.perf_counter() - start
+    wait_idle(page, TIMEOUT_MS)
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--chains", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=1000)
+    ap.add_argument("--draws", type=int, default=1000)
+    args = ap.parse_args(argv)
+    if not Path(CHROMIUM).exists():
+        print(f"Chromium not found at {CHROMIUM}: apt-get install -y chromium", file=sys.stderr)
+        return 2
+    from playwright.sync_api import sync_playwright
+
+    settings = {"Chains": args.chains, "Warm-up iterations": args.warmup,
+                "Draws per chain": args.draws}
+    ARTIFACTS.mkdir(exist_ok=True)
+    port = _free_port()
+    proc = start_app(port, ARTIFACTS / "bench-streamlit.log")
+    url = f"http://127.0.0.1:{port}"
+    times: list[float] = []
+    try:
+        wait_until_up(url, proc)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(120_000)
+            page.goto(url)
+            page.get_by_role("button", name="Use the sample experiment").click()
+            page.get_by_text("Loaded the sample").wait_for()
+            wait_idle(page)
+            print(f"sample data, 6 factors, {args.chains} chains x {args.warmup} warm-up x "
+                  f"{args.draws} draws")
+            for run in range(args.runs):
+                seconds = fit_once(page, seed=1000 + run, settings=settings)
+                times.append(seconds)
+                note = " (fresh server: may include compiling)" if run == 0 else ""
+                print(f"run {run + 1}: {seconds:6.1f} s from Fit to the effects page{note}",
+                      flush=True)
+            cached = fit_once(page, seed=1000 + args.runs - 1, settings=settings)
+            browser.close()
+    finally:
+        stop_app(proc)
+    print(f"median of {len(times)} runs: {statistics.median(times):.1f} s")
+    if len(times) > 1:
+        print(f"median without the first run: {statistics.median(times[1:]):.1f} s")
+    print(f"same choices again (fit cache): {cached:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""Step 5: compare two groups: the posterior of the difference of their effects."""
+
+import pandas as pd
+import streamlit as st
+
+import ui
+from hte import plots
+from hte.decisions import fix_article
+from hte.errors import HteError
+
+ANYONE = "(anyone)"
+
+ui.page_header("compare", "5 · Compare two groups",
+               "Is the effect really larger for one group than another? Pick two groups (a level "
+               "of one factor, or a combination such as Black men) and see the difference of their"
+               " effects, computed draw by draw from the same model.")
+
+fit = ui.need_fit()
+if not fit.factors:
+    st.info("The model has no factors, so there are no groups to compare. Choose factors on the "
+            "Model page and fit again.")
+    st.page_link(ui.PAGES["model"], label="Go to Model", icon=":material/tune:")
+    st.stop()
+
+rule = ui.rule_controls(fit)
+ui.diagnostics_notice(fit)
+outcome, binary = fit.spec.outcome, fit.binary
+
+
+def group_picker(side: str, default: dict[str, str]) -> dict[str, str]:
+    group = {}
+    for f in fit.factors:
+        level = ui.persistent(st.selectbox, f, f"cmp_{side}_{f}", default.get(f, ANYONE),
+                              options=[ANYONE, *fit.levels[f]])
+        if level != ANYONE:
+            group[f] = level
+    return group
+
+
+f0 = fit.factors[0]
+levels0 = fit.levels[f0]
+left, right = st.columns(2, gap="large")
+with left, st.container(border=True):
+    st.markdown("**Group A**")
+    a = group_picker("a", {f0: levels0[0]})
+with right, st.container(border=True):
+    st.markdown("**Group B**")
+    b = group_picker("b", {f0: levels0[min(1, len(levels0) - 1)]})
+
+try:
+    summary, diff = fit.contrast(a, b, rule.threshold, rule.interval, rule.cutoff)
+    both = pd.DataFrame([ui.group_row(fit, a, rule), ui.group_row(fit, b, rule)])
+except HteError as err:
+    st.error(str(err), icon=":material/error:")
+    st.stop()
+
+name_a, name_b = summary["a"], summary["b"]
+d = ui.fmt_effect(rule.threshold, binary)
+if a == b:
+    st.info("The two groups are the same; pick different levels to compare.")
+chance = {k: ui.fmt_prob(summary[k], words=True)
+          for k in ("p_above", "p_practically_zero", "p_below")}
+st.markdown(fix_article(
+    f"#### There is a {chance['p_above']} chance the treatment's effect is larger by more than "
+    f"{d} for {ui.who(a)} (A) than for {ui.who(b)} (B)."))
+st.markdown(fix_article(
+    f"The chance that the two effects differ by less than {d} either way (practically the same) "
+    f"is {chance['p_practically_zero']}, and the chance that the effect is larger by more than "
+    f"{d} for B is {chance['p_below']}. The difference A − B is most likely between "
+    f"{ui.fmt_effect(summary['lower'], binary)} and {ui.fmt_effect(summary['upper'], binary)} "
+    f"({rule.interval:.0%} interval)."))
+
+fig = plots.posterior_plot(diff, summary, threshold=rule.threshold, binary=binary,
+                           outcome=outcome, label="A − B", what="Difference in effect",
+                           title=f"Effect for {name_a} minus effect for {name_b}")
+ui.show_figure(fig, "difference", key="difference")
+
+st.subheader("The two groups")
+shown, config = ui.display_effects(both, binary)
+st.dataframe(shown, column_config=config, hide_index=True)
+diff_row = {"by": "difference (A − B)", "label": f"{name_a} minus {name_b}",
+            **{k: v for k, v in summary.items() if k not in ("a", "b")}}
+ui.download_table(pd.concat([both, pd.DataFrame([diff_row])], ignore_index=True),
+                  "comparison", key="compare_csv")

@@ -1,0 +1,100 @@
+"""Step 4: two factors at once: the effect in every combination of their levels."""
+
+import streamlit as st
+
+import ui
+from hte import plots
+
+ui.page_header("intersections", "4 · Intersections",
+               "Choose two factors to see the effect in every combination of their levels, such as"
+               " Black men or young Republicans.")
+
+fit = ui.need_fit()
+if len(fit.factors) < 2:
+    st.info("Intersections need at least two factors in the model. Choose more factors on the "
+            "Model page and fit again.")
+    st.page_link(ui.PAGES["model"], label="Go to Model", icon=":material/tune:")
+    st.stop()
+
+rule = ui.rule_controls(fit)
+ui.diagnostics_notice(fit)
+outcome, binary = fit.spec.outcome, fit.binary
+modelled = [t for t in fit.spec.interactions if len(t) == 2]
+first = modelled[0] if modelled else fit.factors[:2]
+
+c1, c2, c3 = st.columns([1, 1, 1.3])
+with c1:
+    rows = ui.persistent(st.selectbox, "Rows", "ix_rows", first[0], options=list(fit.factors))
+with c2:
+    others = [f for f in fit.factors if f != rows]
+    cols = ui.persistent(st.selectbox, "Columns", "ix_cols",
+                         first[1] if first[1] in others else others[0], options=others)
+with c3:
+    color = ui.persistent(st.radio, "Colour the cells by", "ix_color", "p_above",
+                          options=["p_above", "mean"], horizontal=True,
+                          format_func=lambda v: {"p_above": "Chance above +δ",
+                                                 "mean": "Mean effect"}[v])
+
+if any(set(t) == {rows, cols} for t in fit.spec.interactions):
+    st.caption(f"{rows} × {cols} is modelled as an intersection: each combination has an effect "
+               "of its own, partially pooled toward what the two factors predict.")
+else:
+    st.caption(f"{rows} × {cols} is not modelled as an intersection, so each cell combines the "
+               f"effects of {rows} and {cols} (and the mix of other factors among its people). "
+               "To let a combination differ on its own, add the intersection on the Model page "
+               "and fit again.")
+
+table = ui.effects(fit, [rows, cols], rule)
+d = ui.fmt_effect(rule.threshold, binary)
+shows = f"the chance that the effect is above +{d}" if color == "p_above" else "the mean effect"
+st.markdown(f"Each cell shows {shows} and the number of people. Cells with fewer than "
+            f"{plots.FEW_PEOPLE} people are outlined with dots and marked ⚠: their estimates "
+            "lean mostly on the rest of the data. Hover over a cell for details, or click it to "
+            "see its posterior below.")
+chart = st.container()   # drawn after the cell is known, so the chosen cell is outlined
+
+labels = list(table["label"])
+chart_key = f"heatmap_{rows}_{cols}"   # a new chart (and selection) for another pair
+selection = st.session_state.get(chart_key)
+points = (selection or {}).get("selection", {}).get("points", []) if selection else []
+if points:   # a click on the heatmap picks the cell
+    pt = points[0]
+    try:
+        r_level = str(fit.levels[rows][int(pt["y"])])
+        c_level = str(fit.levels[cols][int(pt["x"])])
+        picked = table[(table[rows].astype(str) == r_level) & (table[cols].astype(str) == c_level)]
+        click = tuple(picked["label"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        click = ()
+    if click and st.session_state.get("hte_ix_click") != (chart_key, click):
+        st.session_state["hte_ix_click"] = (chart_key, click)
+        ui.prefs()["ix_cell"] = click[0]
+        ui.reset_widget("ix_cell")
+
+by_label = table.set_index("label")
+likeliest = table.sort_values(["p_above", "mean"], ascending=False)["label"].iloc[0]
+cell = ui.persistent(st.selectbox, "Cell (or click one above)", "ix_cell", likeliest,
+                     options=labels,
+                     format_func=lambda v: f"{v} (n = {int(by_label.loc[v, 'n']):,})")
+with chart:
+    fig = plots.heatmap(table, rows, cols, levels=fit.levels, color=color,
+                        threshold=rule.threshold, binary=binary, outcome=outcome,
+                        interval=rule.interval,
+                        selected=(str(by_label.loc[cell, rows]), str(by_label.loc[cell, cols])))
+    ui.show_figure(fig, f"intersection_{rows}_{cols}", key=chart_key, on_select="rerun",
+                   selection_mode="points")
+row = by_label.loc[cell]
+if int(row["n"]) < plots.FEW_PEOPLE:
+    st.warning(f"Only {int(row['n'])} people are in this cell, so its estimate leans mostly on the "
+               "other cells.", icon=":material/warning:")
+group = {rows: str(row[rows]), cols: str(row[cols])}
+st.markdown(f"**{ui.headline(row, rule, outcome, binary, who=ui.who(group))}**")
+draws = ui.effect_draws(fit, [group])[:, 0]
+ui.show_figure(plots.posterior_plot(draws, row, threshold=rule.threshold, binary=binary,
+                                    outcome=outcome, label=cell),
+               "cell_posterior", key="cell_posterior")
+
+st.subheader("Table")
+shown, config = ui.display_effects(table, binary)
+st.dataframe(shown, column_config=config, hide_index=True, height=ui.table_height(len(shown)))
+ui.download_table(table, f"effects_{rows}_{cols}", key="ix_csv")

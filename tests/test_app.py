@@ -1,0 +1,318 @@
+"""The dashboard run headlessly with Streamlit's AppTest: every page, happy path and missing steps.
+
+Result pages get a pre-made fit (the session fixtures of conftest.py) through session state, so
+only one test fits through the Model page. ``AppTest.switch_page`` runs a page file on its own
+(Streamlit treats an app with a ``pages/`` folder as a v1 multipage app), so the shared frame of
+``app.py`` (sidebar status) is checked on ``app.py`` itself.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+RESULT_PAGES = ["pages/effects.py", "pages/intersections.py", "pages/compare.py",
+                "pages/diagnostics.py"]
+TIMEOUT = 120
+
+
+def app(**state) -> AppTest:
+    """The app after its first run, with ``state`` put into session state first."""
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def page(path: str, **state) -> AppTest:
+    at = app(**state)
+    return at.switch_page(path).run()
+
+
+def texts(at: AppTest, kind: str = "markdown") -> str:
+    return "\n".join(str(e.value) for e in getattr(at, kind))
+
+
+def with_sample(at: AppTest, name: str = "Use the sample experiment") -> AppTest:
+    next(b for b in at.button if b.label == name).click()
+    return at.run()
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+# -- the frame and the missing steps --------------------------------------------------------------
+
+def test_first_launch_offers_the_sample_one_click_away():
+    at = ok(app())
+    assert at.title[0].value == "1 · Data"
+    labels = [b.label for b in at.button]
+    assert labels[:2] == ["Use the sample experiment", "Use the yes/no sample"]
+    assert at.button[0].proto.type == "primary"
+    assert "Nothing is loaded yet" in texts(at, "info")
+    assert "nothing loaded yet" in texts(at.sidebar)
+    assert "not fitted yet" in texts(at.sidebar)
+    assert len(at.file_uploader) == 1
+
+
+@pytest.mark.parametrize("path", ["pages/model.py", *RESULT_PAGES])
+def test_pages_before_any_data_say_so_and_link_to_the_data_page(path):
+    at = ok(page(path))
+    assert "load" in texts(at, "info").lower()
+    links = [link.proto.page for link in at.get("page_link")]
+    assert "data" in links, links
+
+
+@pytest.mark.parametrize("path", RESULT_PAGES)
+def test_result_pages_with_data_but_no_fit_link_to_the_model_page(path):
+    at = ok(with_sample(app()))
+    at = ok(at.switch_page(path).run())
+    assert "no model is fitted yet" in texts(at, "info")
+    links = [link.proto.page for link in at.get("page_link")]
+    assert "model" in links, links
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+def test_sample_loads_with_suggested_roles_and_a_summary():
+    at = ok(with_sample(app()))
+    assert "experiment.csv" in texts(at, "success")
+    values = {s.label: s.value for s in at.selectbox}
+    assert values == {"Outcome (measured after treatment)": "support",
+                      "Treatment (who was treated)": "treatment",
+                      "Value that means treated": "treatment"}
+    factors = at.multiselect(key="_w_data_factors").value
+    assert factors == ["gender", "race", "generation", "married", "kids", "party"]
+    summary = texts(at, "info")
+    assert "Using all 4,000 rows" in summary and "continuous" in summary
+    assert len(at.dataframe) == 1                              # the preview
+
+
+def test_binary_sample_is_detected_as_yes_no():
+    at = ok(with_sample(app(), "Use the yes/no sample"))
+    assert at.selectbox(key="_w_data_outcome").value == "donated"
+    assert "binary model" in texts(at, "info")
+
+
+def test_role_error_is_shown_next_to_the_treatment_control():
+    at = ok(with_sample(app()))
+    at.selectbox(key="_w_data_treatment").set_value("party")
+    at = ok(at.run())
+    errors = texts(at, "error")
+    assert "'party' has 3 different values" in errors
+    assert not at.info                                     # no summary while the roles are wrong
+
+
+def test_upload_csv_and_bin_a_numeric_column():
+    rows = ["age,arm,score,region"]
+    for i in range(120):
+        rows.append(f"{18 + i % 60},{'treat' if i % 2 else 'control'},{(i * 7) % 11 / 2},"
+                    f"{'north' if i % 3 else 'south'}")
+    at = app()
+    at.file_uploader[0].upload("trial.csv", "\n".join(rows).encode(), "text/csv")
+    at = ok(at.run())
+    assert "trial.csv" in texts(at, "success")
+    assert at.selectbox(key="_w_data_treatment").value == "arm"
+    assert at.selectbox(key="_w_data_treated").value == "treat"
+    at.multiselect(key="_w_data_bin_cols").set_value(["age"])
+    at = ok(at.run())
+    assert "**age:** 18-32" in texts(at)
+    assert "'age'" in texts(at, "info")                      # binned age is a factor now
+
+
+def test_unreadable_upload_shows_the_engine_message_next_to_the_uploader():
+    at = app()
+    at.file_uploader[0].upload("empty.csv", b"", "text/csv")
+    at = ok(at.run())
+    assert "is empty" in texts(at, "error")
+    assert "Nothing is loaded yet" in texts(at, "info")
+
+
+# -- model ----------------------------------------------------------------------------------------
+
+def _model_page_with_tiny_settings() -> AppTest:
+    at = ok(with_sample(app()))
+    at = ok(at.switch_page("pages/model.py").run())
+    at.multiselect(key="_w_model_model_factors").set_value(["gender", "race", "party"])
+    at = ok(at.run())
+    at.multiselect(key="_w_model_interactions").set_value(["gender:race"])
+    for name, value in (("chains", 2), ("warmup", 300), ("draws", 300), ("seed", 1)):
+        at.number_input(key=f"_w_model_{name}").set_value(value)
+    return ok(at.run())
+
+
+def test_model_page_shows_formula_cells_and_suggested_pairs():
+    at = _model_page_with_tiny_settings()
+    assert at.code[0].value == ("support ~ treatment + (1 + treatment || gender) + "
+                                "(1 + treatment || race) + (1 + treatment || party) + "
+                                "(1 + treatment || gender:race)")
+    body = texts(at)
+    assert "**48 cells**" in body
+    assert "Suggested (every combination has at least 30 people): gender × race" in texts(
+        at, "caption")
+    assert "δ = 0.1" in body and "practically zero" in body
+    radio = at.radio(key="_w_model_prior")
+    assert radio.value == "moderate"
+
+
+def test_model_page_family_override_error_sits_under_the_outcome_type():
+    at = ok(with_sample(app()))
+    at = ok(at.switch_page("pages/model.py").run())
+    at.radio(key="_w_model_family").set_value("binary")
+    at = ok(at.run())
+    assert "support" in texts(at, "error")
+    assert not at.code                                       # nothing further is drawn
+
+
+def test_fit_button_fits_caches_and_opens_the_effects_page():
+    at = _model_page_with_tiny_settings()
+    next(b for b in at.button if b.label == "Fit the model").click()
+    at = ok(at.run(timeout=900))
+    fit = at.session_state["hte_fit"]
+    assert fit.settings.chains == 2 and fit.settings.draws == 300
+    assert fit.spec.interactions == (("gender", "race"),)
+    assert at.title[0].value == "3 · Effects"                # switched to the results
+    assert "chance the treatment" in texts(at)
+
+    # Back on the Model page the same choices are recognised as fitted; fitting again is a
+    # cache hit that returns the very same object, without running the sampler.
+    at = ok(at.switch_page("pages/model.py").run())
+    assert "This model is fitted" in texts(at, "success")
+    next(b for b in at.button if b.label == "Fit the model").click()
+    start = time.perf_counter()
+    at = ok(at.run())
+    assert time.perf_counter() - start < 30
+    assert at.session_state["hte_fit"] is fit
+
+
+def test_fit_reports_progress_and_engine_errors_on_the_page(monkeypatch, gaussian_fit):
+    import hte.api
+    from hte.errors import SpecError
+
+    seen = []
+
+    def fake_fit(data, **kwargs):
+        for fraction in (0.0, 0.5, 1.0):
+            kwargs["progress"](fraction, f"Sampling: {fraction:.0%} done")
+            seen.append(fraction)
+        if kwargs["seed"] == 777:
+            raise SpecError("The sampler could not start: try a stronger prior.")
+        return gaussian_fit
+
+    monkeypatch.setattr(hte.api, "fit", fake_fit)
+    at = _model_page_with_tiny_settings()
+    at.number_input(key="_w_model_seed").set_value(777)     # a key no other test fits
+    at = ok(at.run())
+    next(b for b in at.button if b.label == "Fit the model").click()
+    at = ok(at.run())
+    assert seen == [0.0, 0.5, 1.0]
+    assert "try a stronger prior" in texts(at, "error")      # shown on the Model page
+    assert "hte_fit" not in at.session_state
+    at.number_input(key="_w_model_seed").set_value(778)
+    next(b for b in at.button if b.label == "Fit the model").click()
+    at = ok(at.run())
+    assert at.session_state["hte_fit"] is gaussian_fit
+    assert at.title[0].value == "3 · Effects"
+
+
+# -- results --------------------------------------------------------------------------------------
+
+def test_effects_page_headline_forest_table_and_downloads(gaussian_fit):
+    at = ok(page("pages/effects.py", hte_fit=gaussian_fit))
+    headline = next(m.value for m in at.markdown if m.value.startswith("#### "))
+    assert "chance the treatment" in headline and "support" in headline
+    assert "(90% interval)" in headline
+    assert at.number_input(key="_w_effects_threshold").value == pytest.approx(0.1)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 3                                   # forest, densities, shrinkage
+    assert len(at.dataframe) == 1
+    table = at.dataframe[0].value
+    assert list(table.columns[:5]) == ["Group", "n", "n treated", "n control", "Raw estimate"]
+    assert table["Group"].iloc[0] == "Everyone" and len(table) == 1 + 2 + 4 + 3
+    downloads = [d.proto.label for d in at.get("download_button")]
+    assert downloads.count("Download figure (HTML)") == 3
+    assert "Download table (CSV)" in downloads
+    assert "partial pooling" in texts(at, "subheader").lower() or "pooling" in texts(at)
+
+
+def test_changing_delta_and_interval_updates_without_refitting(gaussian_fit):
+    at = ok(page("pages/effects.py", hte_fit=gaussian_fit))
+    before = at.dataframe[0].value["P(> δ)"].iloc[0]
+    at.number_input(key="_w_effects_threshold").set_value(0.3)
+    at.select_slider(key="_w_effects_interval").set_value(0.5)
+    at = ok(at.run())
+    headline = next(m.value for m in at.markdown if m.value.startswith("#### "))
+    assert "0.3" in headline and "(50% interval)" in headline
+    assert at.dataframe[0].value["P(> δ)"].iloc[0] < before
+    assert at.session_state["hte_fit"] is gaussian_fit
+    # the choice follows the user to the other result pages
+    at = ok(at.switch_page("pages/compare.py").run())
+    assert at.number_input(key="_w_compare_threshold").value == pytest.approx(0.3)
+
+
+def test_binary_effects_are_in_percentage_points(binary_fit):
+    at = ok(page("pages/effects.py", hte_fit=binary_fit))
+    headline = next(m.value for m in at.markdown if m.value.startswith("#### "))
+    assert "percentage points" in headline and "donated" in headline
+    assert at.number_input(key="_w_effects_threshold").value == pytest.approx(2.0)
+    assert "Effects in percentage points (pp)" in texts(at, "caption")
+
+
+def test_intersections_page_heatmap_cell_and_table(gaussian_fit):
+    at = ok(page("pages/intersections.py", hte_fit=gaussian_fit))
+    assert at.selectbox(key="_w_intersections_ix_rows").value == "gender"
+    assert at.selectbox(key="_w_intersections_ix_cols").value == "race"
+    assert "is modelled as an intersection" in texts(at, "caption")
+    assert len(at.get("plotly_chart")) == 2                   # heatmap and the cell's posterior
+    at.selectbox(key="_w_intersections_ix_cell").set_value("gender = Male, race = Black")
+    at = ok(at.run())
+    assert "among people with gender = Male and race = Black" in texts(at)
+    at.selectbox(key="_w_intersections_ix_cols").set_value("party")
+    at.radio(key="_w_intersections_ix_color").set_value("mean")
+    at = ok(at.run())
+    assert "is not modelled as an intersection" in texts(at, "caption")
+    assert len(at.dataframe[0].value) == 6
+
+
+def test_compare_page_difference_of_two_groups(gaussian_fit):
+    at = ok(page("pages/compare.py", hte_fit=gaussian_fit))
+    body = texts(at)
+    assert "for people with gender = Female (A) than for people with gender = Male (B)" in body
+    assert len(at.get("plotly_chart")) == 1
+    at.selectbox(key="_w_compare_cmp_a_race").set_value("Black")
+    at.selectbox(key="_w_compare_cmp_a_gender").set_value("Male")
+    at.selectbox(key="_w_compare_cmp_b_gender").set_value("(anyone)")
+    at = ok(at.run())
+    assert "gender = Male and race = Black (A) than for everybody (B)" in texts(at)
+    assert len(at.dataframe[0].value) == 2
+    at.selectbox(key="_w_compare_cmp_b_gender").set_value("Male")
+    at.selectbox(key="_w_compare_cmp_b_race").set_value("Black")
+    at = ok(at.run())
+    assert "The two groups are the same" in texts(at, "info")
+
+
+def test_diagnostics_page_verdict_traces_and_predictive_check(gaussian_fit):
+    at = ok(page("pages/diagnostics.py", hte_fit=gaussian_fit))
+    verdict = texts(at, "success") + texts(at, "warning")
+    assert "sampler" in verdict
+    metrics = {m.label: m.value for m in at.metric}
+    assert set(metrics) >= {"Largest R-hat", "Smallest bulk ESS", "Divergent transitions"}
+    params = at.multiselect(key="_w_diagnostics_trace_params").value
+    assert params[0].startswith("tau") and "sigma_effect[gender × race]" in params
+    assert len(at.get("plotly_chart")) == 2                   # traces and predictive check
+    assert "cells" in texts(at)
+    assert "sigma_effect[gender × race]" in set(at.dataframe[0].value["parameter"])
+
+
+def test_sidebar_status_once_fitted(gaussian_fit):
+    at = ok(app(hte_fit=gaussian_fit))
+    status = texts(at.sidebar)
+    assert "**Model:** fitted by gender, race, party, gender × race" in status
+    assert "Practically zero:** within ±0.1" in status
