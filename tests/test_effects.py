@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from hte.cells import aggregate
-from hte.decisions import DecisionRule, sentence, summarize, verdict
+from hte.decisions import DecisionRule, fix_article, sentence, summarize, verdict
 from hte.design import Design
 from hte.diagnostics import Diagnostics
 from hte.errors import SpecError
@@ -191,10 +191,17 @@ def test_headline_sentence_reads_plainly():
     assert "5.0 percentage points" in binary and "among women" in binary
 
 
-@pytest.mark.parametrize(("p", "article"), [(0.08, "an 8%"), (0.11, "an 11%"), (0.83, "an 83%"),
-                                            (0.94, "a 94%"), (0.18, "an 18%"), (0.28, "a 28%")])
-def test_sentence_uses_the_right_article(p, article):
-    row = {"p_above": p, "p_practically_zero": 1 - p, "p_below": 0.0, "lower": 0.0,
+@pytest.mark.parametrize(("text", "fixed"), [
+    ("a 8% chance", "an 8% chance"), ("a 11% chance", "an 11% chance"),
+    ("A 83% chance", "An 83% chance"), ("a 18% chance", "an 18% chance"),
+    ("a 94% chance", "a 94% chance"), ("a 28% chance", "a 28% chance"),
+    ("a 800% chance", "a 800% chance")])
+def test_article_before_a_percentage(text, fixed):
+    assert fix_article(text) == fixed
+
+
+def test_sentence_uses_the_right_article():
+    row = {"p_above": 0.83, "p_practically_zero": 0.17, "p_below": 0.0, "lower": 0.0,
            "upper": 1.0}
     text = sentence(row, DecisionRule(threshold=0.1), "y", binary=False)
-    assert text.startswith(f"There is {article} chance")
+    assert text.startswith("There is an 83% chance")
