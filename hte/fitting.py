@@ -19,7 +19,7 @@ from hte.design import Design
 from hte.diagnostics import summarize
 from hte.errors import SpecError
 from hte.result import Fit
-from hte.sampler import Progress, run_nuts
+from hte.sampler import Progress, precompile, run_nuts
 from hte.spec import DEFAULT_TARGET_ACCEPT, ModelSpec, SamplerSettings
 
 #: Target acceptance rates tried, in order, when the sampler reports divergences.
@@ -110,6 +110,25 @@ _BINOMIAL_MODELS: dict = {}
 def _gaussian_coefficients(keys, stats, hyper, sigma, sigma_baseline, sigma_effect):
     draw = jax.vmap(m.draw_gaussian_coefficients, in_axes=(0, None, None, 0, 0, 0))
     return draw(keys, stats, hyper, sigma, sigma_baseline, sigma_effect)
+
+
+def precompile_for(cells: CellTable, spec: ModelSpec,
+                   settings: SamplerSettings | None = None) -> float:
+    """Compile the sampler :func:`fit_cells` would use for this model shape; no sampling.
+
+    A later fit of the same shape (same factors' level counts, intersections, family and sampler
+    settings) then starts sampling at once. Returns the seconds spent compiling.
+    """
+    settings = settings or SamplerSettings()
+    if tuple(spec.factors) != tuple(cells.factors):
+        cells = regroup(cells, spec.factors)
+    inputs = model_inputs(cells, spec)
+    return precompile(_model_fn(cells.family, inputs.design.n_terms),
+                      (*inputs.args, inputs.hyper), inputs.shape_key, chains=settings.chains,
+                      warmup=settings.warmup,
+                      target_accept=settings.target_accept
+                      or DEFAULT_TARGET_ACCEPT[cells.family],
+                      max_tree_depth=settings.max_tree_depth)
 
 
 def fit_cells(cells: CellTable, spec: ModelSpec, settings: SamplerSettings | None = None,

@@ -421,7 +421,7 @@ def withheld_groups(groups: Sequence[Mapping[str, str]], sizes: Sequence[int],
 
 
 # --------------------------------------------------------------------------------------------
-# Figures (small and self-contained; the shared hte.plots can replace them)
+# Figures
 # --------------------------------------------------------------------------------------------
 
 VERDICT_COLORS = {LIKELY_POSITIVE: "#1a7f37", PRACTICALLY_ZERO: "#3b6bb5",
@@ -484,41 +484,90 @@ def forest_figure(table: pd.DataFrame, threshold: float = 0.0, binary: bool = Fa
     return fig
 
 
-def report_figures(snapshot: Snapshot, threshold: float | None = None,
-                   interval: float | None = None,
-                   cutoff: float | None = None) -> list[tuple[str, go.Figure]]:
-    """Forest plots: everyone and each factor together, then one per pair of factors."""
-    rule = snapshot.rule(threshold, interval, cutoff)
-    table = snapshot.effects(rule.threshold, rule.interval, rule.cutoff)
-    table["tick"] = _ticks(table, snapshot.factors)
-    width = table["tick"].map(len)
-    out = []
-    singles = [EVERYONE, *(b for b in snapshot.groupings if b in snapshot.factors)]
-    parts = [("Everyone and each factor", table["by"].isin(singles))]
-    parts += [(b, table["by"] == b) for b in snapshot.groupings if b not in singles]
-    for name, mask in parts:
-        if not mask.any():
-            continue
-        part = table.loc[mask].reset_index(drop=True)
-        fig = forest_figure(part, rule.threshold, snapshot.binary, name, snapshot.outcome)
-        fig.update_layout(margin={"l": int(20 + 6.5 * width[mask].max())})
-        out.append((name, fig))
+#: Characters of a factor or level name shown in a figure (the tables have the full names).
+PLOT_NAME = 40
+#: Characters of a group's label in a figure's hover text.
+PLOT_HOVER = 300
+
+
+@dataclass(frozen=True, eq=False)
+class PlotTable:
+    """An effects table with every user string made safe and short for :mod:`hte.plots`.
+
+    ``table`` keeps the index and numbers of the original; its factor columns are renamed, and
+    ``by``, ``label``, the factor names and levels are shortened (kept distinct) and
+    HTML-escaped, since Plotly renders a subset of HTML in its text. ``factors`` maps each
+    original factor name to its shown name, ``names`` each original factor and level to the
+    shown level, ``levels`` each shown factor to its shown levels (in table order), and
+    ``outcome`` is the outcome's shown name.
+    """
+
+    table: pd.DataFrame
+    factors: dict[str, str]
+    names: dict[str, dict[str, str]]
+    outcome: str
+
+    @property
+    def levels(self) -> dict[str, list[str]]:
+        return {self.factors[f]: list(names.values()) for f, names in self.names.items()}
+
+
+def short_names(names: Sequence[Any], limit: int = PLOT_NAME) -> dict[str, str]:
+    """Each distinct name shortened to ``limit`` characters, kept distinct, HTML-escaped."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for name in dict.fromkeys(str(n) for n in names):
+        candidate, k = _short(name, limit), 2
+        while candidate in used:
+            suffix = f" #{k}"
+            candidate, k = _short(name, max(limit - len(suffix), 2)) + suffix, k + 1
+        used.add(candidate)
+        out[name] = html.escape(candidate, quote=False)
     return out
 
 
-def _ticks(table: pd.DataFrame, factors: Sequence[str]) -> list[str]:
-    """Short row labels: "factor = level" for one factor, "level · level" for pairs (the
-    figure's title names the factors), each part shortened so long names stay apart."""
+def plot_table(table: pd.DataFrame, factors: Sequence[str], outcome: str = "",
+               limit: int = PLOT_NAME) -> PlotTable:
+    """:class:`PlotTable` of ``table`` (columns of :meth:`Snapshot.effects` or ``Fit.effects``).
+
+    Shortened names are chosen over the whole table, so subsets of it agree with each other.
+    """
+    factors = [str(f) for f in factors]
+    fnames = short_names(factors, limit)
+    values = table[factors].astype(object) if factors else pd.DataFrame(index=table.index)
+    lnames = {f: short_names([v for v in values[f] if not _missing(v)], limit) for f in factors}
+    out = table.copy()
+    for f in factors:
+        out[f] = [None if _missing(v) else lnames[f][str(v)] for v in values[f]]
+    out = out.rename(columns=fnames)
+    members = values.to_numpy(dtype=object)
+    out["by"] = [" × ".join(fnames[f] for f, v in zip(factors, row, strict=True)
+                            if not _missing(v)) or EVERYONE for row in members]
+    out["label"] = [plot_text(x, PLOT_HOVER) for x in table["label"]]
+    return PlotTable(table=out, factors=fnames, names=lnames, outcome=plot_text(outcome, 80))
+
+
+def report_figures(snapshot: Snapshot, threshold: float | None = None,
+                   interval: float | None = None,
+                   cutoff: float | None = None) -> list[tuple[str, go.Figure]]:
+    """Forest plots (:func:`hte.plots.forest_plot`, as in the app): everyone and each factor
+    together, then one per pair of factors. Returns (heading, figure) pairs."""
+    from hte import plots
+
+    rule = snapshot.rule(threshold, interval, cutoff)
+    table = snapshot.effects(rule.threshold, rule.interval, rule.cutoff)
+    shown = plot_table(table, snapshot.factors, snapshot.outcome)
+    singles = [EVERYONE, *(b for b in snapshot.groupings if b in snapshot.factors)]
+    parts = [("Everyone and each factor", table["by"].isin(singles))]
+    parts += [(b, table["by"] == b) for b in snapshot.groupings if b not in singles]
     out = []
-    levels = table[list(factors)].astype(object).to_numpy()
-    for row in levels:
-        named = [(f, v) for f, v in zip(factors, row, strict=True) if not _missing(v)]
-        if not named:
-            out.append(EVERYONE)
-        elif len(named) == 1:
-            out.append(f"{_short(named[0][0], 24)} = {_short(named[0][1], 30)}")
-        else:
-            out.append(" · ".join(_short(v, 28) for _, v in named))
+    for name, mask in parts:
+        if not mask.any():
+            continue
+        fig = plots.forest_plot(shown.table.loc[mask], threshold=rule.threshold,
+                                binary=snapshot.binary, outcome=shown.outcome,
+                                interval=rule.interval)
+        out.append((name, fig))
     return out
 
 
@@ -629,8 +678,9 @@ def report_html(snapshot: Snapshot, threshold: float | None = None,
                       f"{rule.cutoff:.0%} posterior probability.") + "</p>")
 
     parts.append("<h2>Effects</h2>")
-    for i, (_, fig) in enumerate(report_figures(snapshot, rule.threshold, rule.interval,
-                                                rule.cutoff)):
+    for i, (name, fig) in enumerate(report_figures(snapshot, rule.threshold, rule.interval,
+                                                   rule.cutoff)):
+        parts.append(f"<h3>{_e(name)}</h3>")
         parts.append(fig.to_html(include_plotlyjs=(i == 0), full_html=False,
                                  config={"displaylogo": False}))
 

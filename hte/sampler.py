@@ -249,6 +249,29 @@ def pooled_metric(draws: list[dict[str, np.ndarray]]) -> np.ndarray:
     return (n / (n + 5.0)) * cov + 1e-3 * (5.0 / (n + 5.0)) * np.eye(flat.shape[1])
 
 
+def precompile(model: Callable[..., Any], model_args: tuple, shape_key: tuple, *, chains: int,
+               warmup: int, target_accept: float, max_tree_depth: int) -> float:
+    """Compile everything :func:`run_nuts` needs for this model shape, without sampling.
+
+    Returns the seconds spent compiling (0 when already compiled). Apps call it in the
+    background when a likely model is known, so the user's first fit does not wait for XLA.
+    """
+    comp = _compiled(model, shape_key, chains, warmup, target_accept, max_tree_depth)
+    timer = _Timer()
+    with comp.lock:
+        stacked = timer.call(comp, "start", comp.start, jax.random.PRNGKey(0), model_args)
+        state = jax.tree_util.tree_map(lambda a: a[0], stacked)
+        for name, fn, args in (("chunk", comp.chunk, (state, model_args, 1)),
+                               ("metric", comp.set_metric, (state, jnp.eye(
+                                   ravel_pytree(state.z)[0].shape[0])))):
+            if name not in comp.executables:
+                t0 = time.perf_counter()
+                comp.executables[name] = fn.lower(*args).compile()
+                comp.timings[name] = time.perf_counter() - t0
+                timer.compile += comp.timings[name]
+    return timer.compile
+
+
 def run_nuts(model: Callable[..., Any], model_args: tuple, shape_key: tuple, *, chains: int,
              warmup: int, draws: int, seed: int, target_accept: float, max_tree_depth: int,
              progress: Progress | None = None, label: str = "") -> SamplerRun:

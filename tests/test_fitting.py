@@ -211,3 +211,18 @@ def test_credible_intervals_cover_true_group_effects_at_the_nominal_rate():
     rate = hits / total
     # 20 x 10 groups (correlated within a fit): nominal 0.9, allow for Monte Carlo spread.
     assert 0.8 <= rate <= 0.98, f"coverage {rate:.2f} over {total} intervals"
+
+
+def test_precompiling_makes_the_next_fit_start_sampling_at_once(sample_table):
+    from hte.api import model_spec
+    from hte.fitting import fit_cells, precompile_for
+    from hte.spec import SamplerSettings
+
+    prepared = prepare(sample_table, Roles(outcome="support", treatment="treatment",
+                                           treated="treatment", factors=("kids", "married")))
+    spec = model_spec(prepared, ["kids:married"])
+    settings = SamplerSettings(chains=2, warmup=120, draws=100, retry_on_divergence=False)
+    assert precompile_for(prepared.cells, spec, settings) > 0
+    assert precompile_for(prepared.cells, spec, settings) == 0
+    fit = fit_cells(prepared.cells, spec, settings)
+    assert fit.diagnostics.seconds_compile == 0
