@@ -3,11 +3,22 @@
 This entry file is the router (``st.navigation``; page files live in ``pages/``) and draws the
 shared frame: the page configuration, the app's name and a sidebar status of what is loaded and
 fitted. Pages read and write session state through ``ui.py`` and call the engine in ``hte/``.
+
+A shared report link (``?report=<token>``) is checked first: it opens the read-only report page
+and nothing else (no navigation, no sidebar, no data, no fitting), whatever the path or session.
 """
 
 import streamlit as st
 
 import ui
+
+if ui.REPORT_PARAM in st.query_params:
+    st.set_page_config(page_title="hte report", page_icon="🎯", layout="wide",
+                       initial_sidebar_state="collapsed")
+    report = st.Page(ui.PAGES["report"], title="Report", icon=":material/description:",
+                     default=True)
+    st.navigation([report], position="hidden").run()
+    st.stop()
 
 st.set_page_config(page_title="hte — who does the treatment work for?", page_icon="🎯",
                    layout="wide", initial_sidebar_state="expanded")
@@ -23,6 +34,8 @@ pages = {
         st.Page(ui.PAGES["compare"], title="5 · Compare", icon=":material/compare_arrows:"),
         st.Page(ui.PAGES["diagnostics"], title="6 · Diagnostics",
                 icon=":material/monitor_heart:"),
+        st.Page(ui.PAGES["share"], title="7 · Share", icon=":material/share:",
+                url_path=ui.SHARE_PATH),
     ],
 }
 page = st.navigation(pages)

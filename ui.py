@@ -11,14 +11,24 @@ Fits are cached for the whole server in :func:`fit_store`, keyed on the data fin
 specification and the sampler settings: the same choices never refit, whichever page asks.
 Effects are recomputed from the stored draws (cached per fit and decision rule), so changing the
 threshold or the interval level is instant. Nothing here computes statistics: the engine does.
+
+Shared reports: :func:`report_store` is one :class:`hte.report_store.ReportStore` per storage URL
+for the whole server (``HTE_REPORTS_URL`` from the app's secrets, else the environment, else the
+store's SQLite default). Report links are ``<app address>/?report=<token>`` (:func:`report_link`);
+app.py sends such a link to ``pages/report.py`` alone. Text that came from users is escaped with
+:func:`md` before Markdown renders it, and with :func:`hte.reports.plot_table` before Plotly does.
 """
 
 from __future__ import annotations
 
 import hashlib
+import html
 import math
+import os
+import re
 import threading
 import time
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,6 +51,8 @@ from hte.data import (
     suggest_roles,
 )
 from hte.decisions import DecisionRule
+from hte.report_store import ENV_URL, ReportStore
+from hte.reports import PlotTable, Snapshot
 from hte.result import Fit
 from hte.spec import SamplerSettings
 
@@ -56,7 +68,13 @@ PAGES = {
     "intersections": "pages/intersections.py",
     "compare": "pages/compare.py",
     "diagnostics": "pages/diagnostics.py",
+    "share": "pages/share.py",
+    "report": "pages/report.py",
 }
+#: The query parameter that opens a published report instead of the app.
+REPORT_PARAM = "report"
+#: The URL path of the Share page (app.py), stripped from the page's URL to build report links.
+SHARE_PATH = "share"
 
 DATA = "hte_data"
 PREFS = "hte_prefs"
@@ -386,21 +404,27 @@ def threshold_sentence(threshold: float, outcome: str, binary: bool) -> str:
 
 def rule_controls(fit: Fit) -> DecisionRule:
     """The decision-rule row of a result page: threshold, interval level, verdict cut-off."""
-    p = prefs()
+    return decision_controls(fit.spec.outcome, fit.binary, default_threshold(fit.cells))
+
+
+def decision_controls(outcome: str, binary: bool, threshold: float, interval: float = 0.9,
+                      cutoff: float = 0.9) -> DecisionRule:
+    """The decision-rule row: threshold, interval level, verdict cut-off (defaults as given;
+    the threshold in engine units). Used by the result pages and the report view."""
     with st.container(border=True):
         c1, c2, c3 = st.columns([1.4, 1, 1])
         with c1:
-            threshold = threshold_input(fit.spec.outcome, fit.binary, default_threshold(fit.cells),
+            threshold = threshold_input(outcome, binary, threshold,
                                         label="Practically zero within ±"
-                                              + (" (percentage points)" if fit.binary else ""))
+                                              + (" (percentage points)" if binary else ""))
         with c2:
             interval = persistent(st.select_slider, "Credible interval", "interval",
-                                  p.get("interval", 0.9), options=INTERVALS,
+                                  interval, options=sorted({*INTERVALS, float(interval)}),
                                   format_func=lambda v: f"{v:.0%}",
                                   help="The range that holds the effect with this probability.")
         with c3:
             cutoff = persistent(st.select_slider, "A verdict needs at least", "cutoff",
-                                p.get("cutoff", 0.9), options=CUTOFFS,
+                                cutoff, options=sorted({*CUTOFFS, float(cutoff)}),
                                 format_func=lambda v: f"{v:.0%}",
                                 help="How sure the model must be before an effect is called "
                                      "likely positive, likely negative or practically zero; "
@@ -597,6 +621,11 @@ def who(group: dict[str, str]) -> str:
                              else parts[0])
 
 
+def md_who(group: dict[str, str]) -> str:
+    """:func:`who` with the factor names and levels escaped for Markdown (:func:`md`)."""
+    return who({md(k): md(v) for k, v in group.items()})
+
+
 def parameter_labels(fit: Fit) -> dict[str, str]:
     """Readable names for the scale parameters: sigma_effect[0] -> sigma_effect[gender]."""
     terms = [" × ".join(t) for t in fit.spec.terms]
@@ -688,3 +717,177 @@ def group_row(fit: Fit, group: dict[str, str], rule: DecisionRule) -> pd.Series:
         raise SpecError(f"Nobody in the data is in the group "
                         f"{', '.join(f'{k} = {v}' for k, v in group.items())}.")
     return table[mask].iloc[0]
+
+
+# -- text from users ------------------------------------------------------------------------------
+
+_MARKDOWN = re.compile(r"([!-/:-@\[-`{-~])")   # every ASCII punctuation character
+_AUTOLINK = re.compile(r"(?i)(\b(?:https?|ftp|mailto|www)(?=[:.])|(?=@))")
+_JOINER = "\u2060"   # WORD JOINER: invisible, but no URL or address runs across it
+
+
+def md(text: Any) -> str:
+    """``text`` for ``st.markdown`` (and titles, captions, alerts), shown literally.
+
+    Every ASCII punctuation character is backslash-escaped (CommonMark shows an escaped one as
+    itself), so ``**bold**``, ``<script>``, ``[link](...)``, ``$x$`` and ``:red[x]`` stay text.
+    Bare URLs and e-mail addresses, which GitHub-flavoured Markdown turns into links after
+    parsing (escapes do not stop it), get an invisible word joiner. Line breaks become spaces;
+    for text with line breaks use ``st.text``.
+    """
+    flat = _AUTOLINK.sub(lambda m: m.group(0) + _JOINER, " ".join(str(text).split()))
+    return _MARKDOWN.sub(r"\\\1", flat)
+
+
+# -- shared reports -------------------------------------------------------------------------------
+
+def reports_url() -> str | None:
+    """Where reports are stored: ``HTE_REPORTS_URL`` from the app's secrets, else from the
+    environment, else None (the store's default, a SQLite file under ``.hte/``)."""
+    try:
+        url = st.secrets.get(ENV_URL)
+    except (FileNotFoundError, KeyError):   # no secrets file
+        url = None
+    url = str(url or "").strip() or os.environ.get(ENV_URL, "").strip()
+    return url or None
+
+
+@st.cache_resource(show_spinner=False)
+def _report_store(url: str | None) -> ReportStore:
+    return ReportStore(url)
+
+
+def report_store() -> ReportStore:
+    """The server's report store: one per storage URL, shared by every session.
+
+    Raises :class:`hte.errors.ReportError` with a message for the user if it cannot be set up.
+    """
+    return _report_store(reports_url())
+
+
+def open_report(token: Any) -> Snapshot:
+    """The published report behind ``token`` (read on every run, so a withdrawn or expired
+    report stops showing at once); the store's one message for any token that does not work."""
+    return report_store().open(token)
+
+
+def base_url(url: str | None, page_path: str = SHARE_PATH) -> str | None:
+    """The app's address from the address of one of its pages (``.../share`` -> ``...``)."""
+    if not url:
+        return None
+    url = url.split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    if page_path and url.endswith("/" + page_path):
+        url = url[: -len(page_path) - 1]
+    return url or None
+
+
+def app_url() -> str | None:
+    """The app's address as the browser sees it: from ``st.context.url``, else from the request
+    headers (behind a proxy, ``X-Forwarded-Proto``/``-Host``), else None."""
+    url = getattr(st.context, "url", None)
+    if url:
+        return base_url(url)
+    headers = getattr(st.context, "headers", None) or {}
+    host = headers.get("X-Forwarded-Host") or headers.get("Host")
+    if not host:
+        return None
+    proto = headers.get("X-Forwarded-Proto") or (
+        "https" if str(headers.get("Origin", "")).startswith("https:") else "http")
+    prefix = str(st.get_option("server.baseUrlPath") or "").strip("/")
+    return f"{proto.split(',')[0].strip()}://{host.split(',')[0].strip()}" + (
+        f"/{prefix}" if prefix else "")
+
+
+def report_query(token: str) -> str:
+    return f"?{urllib.parse.urlencode({REPORT_PARAM: token})}"
+
+
+def report_link(token: str) -> str | None:
+    """The full link of a report (``<app>/?report=<token>``), or None if the app's address is
+    unknown (then show :func:`report_query`, to add to the dashboard's address)."""
+    base = app_url()
+    return f"{base}/{report_query(token)}" if base else None
+
+
+def token_from_link(text: str) -> str:
+    """The token in a pasted report link (or the text itself, if it is a bare token)."""
+    text = (text or "").strip()
+    if f"{REPORT_PARAM}=" in text:
+        parts = urllib.parse.urlsplit(text)
+        for query in (parts.query, text.split("?", 1)[-1]):
+            values = urllib.parse.parse_qs(query).get(REPORT_PARAM)
+            if values:
+                return values[-1].strip()
+    return text
+
+
+def report_effects(snapshot: Snapshot, rule: DecisionRule) -> pd.DataFrame:
+    """Every published group's summary under ``rule``, from the stored draws."""
+    return snapshot.effects(rule.threshold, rule.interval, rule.cutoff)
+
+
+def report_heatmap(shown: PlotTable, mask: pd.Series, rows: str, cols: str, *, color: str,
+                   rule: DecisionRule, binary: bool, min_cell: int) -> go.Figure:
+    """:func:`hte.plots.heatmap` of one stored pair of factors (shown names). A combination
+    missing from a report was withheld, not empty, so its cell says so."""
+    fig = plots.heatmap(shown.table.loc[mask], rows, cols, levels=shown.levels, color=color,
+                        threshold=rule.threshold, binary=binary, outcome=shown.outcome,
+                        interval=rule.interval)
+    cells = fig.data[0]
+    if cells.z is not None:
+        r_levels, c_levels = shown.levels[rows], shown.levels[cols]
+        text = [list(r) for r in cells.text]
+        hover = [list(r) for r in cells.hovertext]
+        for i, row in enumerate(cells.z):
+            for j, value in enumerate(row):
+                if value is None:
+                    text[i][j] = "not shown"
+                    hover[i][j] = (f"<b>{rows} = {r_levels[i]}, {cols} = {c_levels[j]}</b><br>"
+                                   f"Not published: fewer than {min_cell:,} people, or it "
+                                   "would reveal such a group")
+        fig.update_traces(text=text, hovertext=hover, selector={"type": "heatmap"})
+    return fig
+
+
+def report_expiry(snapshot: Snapshot) -> str:
+    stamp = f"Published {snapshot.created:%Y-%m-%d %H:%M} UTC"
+    if snapshot.expires:
+        stamp += f"; the link works until {snapshot.expires:%Y-%m-%d %H:%M} UTC"
+    return stamp
+
+
+def withheld_sentence(withheld: int, min_cell: int) -> str:
+    """How many groups small-cell protection left out, in words."""
+    if not withheld:
+        return (f"No group was withheld: every group has at least {min_cell:,} people (groups "
+                "with fewer are never published).")
+    groups = "1 group was" if withheld == 1 else f"{withheld:,} groups were"
+    return (f"{groups} withheld for small-cell protection: groups with fewer than {min_cell:,} "
+            "people, and groups whose numbers would reveal them by subtraction.")
+
+
+def plot_escape(text: Any, limit: int | None = None) -> str:
+    """A user string for Plotly text (titles, legend entries): shortened, HTML-escaped."""
+    s = str(text)
+    if limit is not None and len(s) > limit:
+        s = s[: limit - 1] + "…"
+    return html.escape(s, quote=False)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _withheld_preview(token: str, min_cell: int, _fit: Fit) -> tuple[int, int]:
+    snapshot = Snapshot.from_fit(_fit, min_cell=min_cell, max_draws=10)
+    return snapshot.withheld, snapshot.withheld + len(snapshot.groups)
+
+
+def withheld_preview(fit: Fit, min_cell: int) -> tuple[int, int]:
+    """(groups withheld, groups in all) if ``fit`` were published with this ``min_cell``.
+
+    Raises :class:`hte.errors.ReportError` if nothing could be published.
+    """
+    return _withheld_preview(fit_token(fit), int(min_cell), fit)
+
+
+def present(value: Any) -> bool:
+    """Whether a group's level for a factor is set (None or NaN: the group spans the factor)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value))

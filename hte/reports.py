@@ -567,6 +567,8 @@ def report_figures(snapshot: Snapshot, threshold: float | None = None,
         fig = plots.forest_plot(shown.table.loc[mask], threshold=rule.threshold,
                                 binary=snapshot.binary, outcome=shown.outcome,
                                 interval=rule.interval)
+        rows = fig.layout.yaxis.tickvals   # every row, headings too (a pair's has no point)
+        fig.update_yaxes(autorange=False, range=[max(rows) + 0.6, min(rows) - 0.6])
         out.append((name, fig))
     return out
 

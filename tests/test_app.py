@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 RESULT_PAGES = ["pages/effects.py", "pages/intersections.py", "pages/compare.py",
-                "pages/diagnostics.py"]
+                "pages/diagnostics.py", "pages/share.py"]
 TIMEOUT = 120
 
 

@@ -1,0 +1,201 @@
+"""A published report, read-only: what a shared link (``?report=<token>``) opens, and nothing else.
+
+Everything is recomputed from the snapshot's stored draws, so changing δ or the interval level is
+instant. Every string that came from the analyst or their data (title, note, names of the outcome,
+factors and levels) is escaped before Streamlit or Plotly renders it.
+"""
+
+import streamlit as st
+
+import ui
+from hte import plots
+from hte.decisions import fix_article, sentence
+from hte.diagnostics import Diagnostics
+from hte.errors import HteError
+from hte.reports import EVERYONE, plot_table, report_csv, report_html
+
+st.session_state[ui.PAGE] = "report"
+try:
+    snap = ui.open_report(st.query_params.get(ui.REPORT_PARAM, ""))
+except HteError as err:   # unknown, malformed, expired, withdrawn: the store's one message
+    st.error(str(err), icon=":material/link_off:")
+    st.stop()
+
+binary, factors = snap.binary, list(snap.factors)
+outcome = ui.md(snap.outcome)
+title = snap.title or "Treatment-effect report"
+st.set_page_config(page_title=" ".join(title.split())[:80])
+st.title(ui.md(title), anchor=False)
+people = snap.data.get("n_used")
+st.caption(ui.md(ui.report_expiry(snap)) + ". "
+           + (f"{people:,} people analysed. " if isinstance(people, int) else "")
+           + "A read-only snapshot: it holds no individual data.")
+if snap.note:
+    with st.container(border=True):
+        st.text(snap.note)
+
+rule = ui.decision_controls(snap.outcome, binary, snap.threshold, snap.interval, snap.cutoff)
+table = ui.report_effects(snap, rule)
+shown = plot_table(table, factors, snap.outcome)
+interval = f"{rule.interval:.0%}"
+d = ui.fmt_effect(rule.threshold, binary)
+
+# -- headline -------------------------------------------------------------------------------------
+overall = table[table["by"] == EVERYONE].iloc[0]
+st.markdown("#### " + sentence(overall, rule, outcome, binary))
+m1, m2, m3, m4 = st.columns(4)
+digits = plots.effect_decimals(overall[["mean", "lower", "upper"]].astype(float), binary)
+m1.metric("Average effect", plots.format_effect(overall["mean"], binary, digits),
+          help="Posterior mean of the average treatment effect over everybody in the data.")
+m2.metric(f"{interval} interval", ui.fmt_range(overall["lower"], overall["upper"], binary, digits))
+m3.metric(f"Chance it is above +{d}", ui.fmt_prob(overall["p_above"]))
+m4.metric("Verdict", overall["verdict"].capitalize())
+
+try:
+    diagnostics = Diagnostics.from_dict(snap.diagnostics)
+except (TypeError, ValueError):
+    st.info("The sampler's diagnostics are not available for this report.")
+else:
+    if diagnostics.ok:
+        st.success(diagnostics.verdict(), icon=":material/check_circle:")
+    else:
+        st.warning("The sampler showed warning signs when this model was fitted, so read these "
+                   "results with caution. " + " ".join(diagnostics.advice()),
+                   icon=":material/warning:")
+
+# -- forest plot ----------------------------------------------------------------------------------
+st.subheader("Effects by group")
+singles = table["by"].isin([EVERYONE, *factors])
+st.markdown(f"Each point is a group's average effect and the bar its {interval} credible "
+            f"interval. The green band is the practically-zero zone (±{d}). Colour and shape give "
+            f"the verdict: likely positive, likely negative or practically zero when the model is "
+            f"at least {rule.cutoff:.0%} sure, and uncertain otherwise.")
+ui.show_figure(plots.forest_plot(shown.table.loc[singles], threshold=rule.threshold,
+                                 binary=binary, outcome=shown.outcome, interval=rule.interval),
+               "effects_by_group", key="report_forest")
+st.caption(ui.md(ui.withheld_sentence(snap.withheld, snap.min_cell)))
+
+st.subheader("Table of effects")
+st.caption("n per arm, the raw difference in means within each group, the model's estimate with "
+           f"its {interval} interval, and the chances that the effect is above +δ, practically "
+           "zero, or below −δ." + (" Effects in percentage points (pp)." if binary else "")
+           + " The CSV download at the end has every group at full precision."
+           + (f" Raw estimates are left out where an arm has fewer than {snap.min_cell:,} people."
+              if table["raw_mean"].isna().any() else ""))
+display, config = ui.display_effects(table.loc[singles], binary)
+st.dataframe(display, column_config=config, hide_index=True,
+             height=ui.table_height(len(display)))
+
+# -- intersections --------------------------------------------------------------------------------
+members = {i: [f for f in factors if ui.present(row[f])] for i, row in table.iterrows()}
+pairs = {b: members[i] for i, b in table["by"].items() if len(members[i]) == 2}
+if pairs:
+    st.subheader("Intersections")
+    c1, c2 = st.columns([1, 1])
+    with c1:
+        pair = ui.persistent(st.selectbox, "Pair of factors", "pair", next(iter(pairs)),
+                             options=list(pairs))
+    with c2:
+        color = ui.persistent(st.radio, "Colour the cells by", "color", "p_above",
+                              options=["p_above", "mean"], horizontal=True,
+                              format_func=lambda v: {"p_above": "Chance above +δ",
+                                                     "mean": "Mean effect"}[v])
+    rows, cols = (shown.factors[f] for f in pairs[pair])
+    shows = f"the chance that the effect is above +{d}" if color == "p_above" else "the mean"
+    st.caption(f"Each cell shows {shows} and the number of people. Cells marked 'not shown' were "
+               "withheld for small-cell protection. Hover over a cell for details.")
+    in_pair = table["by"] == pair
+    ui.show_figure(ui.report_heatmap(shown, in_pair, rows, cols, color=color, rule=rule,
+                                     binary=binary, min_cell=snap.min_cell),
+                   "intersection", key="report_heatmap")
+    display, config = ui.display_effects(table.loc[in_pair], binary)
+    st.dataframe(display, column_config=config, hide_index=True,
+                 height=ui.table_height(len(display)))
+
+# -- densities ------------------------------------------------------------------------------------
+published = [f for f in factors if (table["by"] == f).any()]
+if published:
+    st.subheader("How sure are we? The whole posterior")
+    factor = ui.persistent(st.selectbox, "Show the posterior of each group of", "density_factor",
+                           published[0], options=published)
+    idx = table.index[table["by"] == factor]
+    curves = {shown.table.loc[i, shown.factors[factor]]: snap.draws[:, i] for i in idx}
+    st.caption("Each curve shows how plausible each size of effect is for one group. Wide, flat "
+               "curves mean little information (few people); curves inside the green band mean "
+               "a practically-zero effect.")
+    ui.show_figure(plots.density_plot(curves, threshold=rule.threshold, binary=binary,
+                                      outcome=shown.outcome,
+                                      title=f"Effect by {shown.factors[factor]}"),
+                   "posterior_by_factor", key="report_densities")
+
+# -- compare two groups ---------------------------------------------------------------------------
+if factors and len(table) > 1:
+    st.subheader("Compare two groups")
+    st.markdown("Is the effect really larger for one group than another? The difference of their "
+                "effects is computed draw by draw from the same model.")
+    options = list(table.index)
+    first = [i for i in options if table.loc[i, "by"] == factors[0]] or options
+    c1, c2 = st.columns(2, gap="large")
+    with c1:
+        a = ui.persistent(st.selectbox, "Group A", "cmp_a", first[0], options=options,
+                          format_func=lambda i: table.loc[i, "label"])
+    with c2:
+        b = ui.persistent(st.selectbox, "Group B", "cmp_b", first[min(1, len(first) - 1)],
+                          options=options, format_func=lambda i: table.loc[i, "label"])
+    group_a = {f: str(table.loc[a, f]) for f in members[a]}
+    group_b = {f: str(table.loc[b, f]) for f in members[b]}
+    summary, diff = snap.contrast(group_a, group_b, rule.threshold, rule.interval, rule.cutoff)
+    if a == b:
+        st.info("The two groups are the same; pick different groups to compare.")
+    chance = {k: ui.fmt_prob(summary[k], words=True)
+              for k in ("p_above", "p_practically_zero", "p_below")}
+    st.markdown("#### " + fix_article(
+        f"There is a {chance['p_above']} chance the treatment's effect is larger by more than {d} "
+        f"for {ui.md_who(group_a)} (A) than for {ui.md_who(group_b)} (B)."))
+    st.markdown(fix_article(
+        f"The chance that the two effects differ by less than {d} either way (practically the "
+        f"same) is {chance['p_practically_zero']}, and the chance that the effect is larger by "
+        f"more than {d} for B is {chance['p_below']}. The difference A − B is most likely "
+        f"between {ui.fmt_effect(summary['lower'], binary)} and "
+        f"{ui.fmt_effect(summary['upper'], binary)} ({interval} interval)."))
+    fig = plots.posterior_plot(
+        diff, summary, threshold=rule.threshold, binary=binary, outcome=shown.outcome,
+        label="A − B", what="Difference in effect",
+        title=f"Effect for {ui.plot_escape(table.loc[a, 'label'], 50)} minus effect for "
+              f"{ui.plot_escape(table.loc[b, 'label'], 50)}")
+    ui.show_figure(fig, "difference", key="report_difference")
+    both, config = ui.display_effects(table.loc[[a, b]], binary)
+    st.dataframe(both, column_config=config, hide_index=True)
+
+# -- model and data ------------------------------------------------------------------------------
+st.subheader("Model and data")
+st.code(snap.formula, language=None, wrap_lines=True)
+data = snap.data
+kind = ("yes/no outcome; effects in percentage points" if binary
+        else "continuous outcome; effects are differences in means")
+lines = [f"**Outcome:** {outcome} ({kind})",
+         f"**Arms:** treated = {ui.md(snap.treated)}; control = {ui.md(snap.control)}",
+         f"**Factors:** {ui.md(', '.join(factors) or 'none')}"]
+if isinstance(data.get("n_used"), int) and isinstance(data.get("n_input_rows"), int):
+    dropped = data.get("dropped") or {}
+    lines.append(f"**Rows:** {data['n_used']:,} of {data['n_input_rows']:,} analysed; "
+                 + ("dropped: " + ui.md("; ".join(f"{k}: {v:,}" for k, v in dropped.items()))
+                    if dropped else "none dropped"))
+lines.append(f"**Posterior draws kept:** {snap.n_draws:,} per group")
+if data.get("fingerprint"):
+    lines.append(f"**Data fingerprint (SHA-256):** {ui.md(data['fingerprint'])}")
+st.markdown("\n".join(f"- {line}" for line in lines))
+
+# -- exports --------------------------------------------------------------------------------------
+st.subheader("Download")
+st.caption("The whole report with the decision rule chosen above: one HTML file that opens "
+           "offline, and the table of every group as CSV.")
+c1, c2 = st.columns(2)
+c1.download_button("Download the report (HTML)",
+                   data=lambda: report_html(snap, rule.threshold, rule.interval, rule.cutoff),
+                   file_name="hte-report.html", mime="text/html", key="report_html",
+                   icon=":material/download:", on_click="ignore")
+c2.download_button("Download the table (CSV)",
+                   data=report_csv(snap, rule.threshold, rule.interval, rule.cutoff),
+                   file_name="hte-report.csv", mime="text/csv", key="report_csv",
+                   icon=":material/download:", on_click="ignore")

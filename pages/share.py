@@ -1,0 +1,103 @@
+"""Step 7: publish a read-only report of the results behind a link, or withdraw one."""
+
+from datetime import UTC, datetime
+
+import streamlit as st
+
+import ui
+from hte.errors import HteError
+from hte.reports import MAX_NOTE, MAX_TITLE, MIN_CELL, Snapshot
+
+ui.page_header("share", "7 · Share",
+               "Publish a read-only report of these results and share its link. Readers see the "
+               "effects, intersections and comparisons, and can change δ and the interval level; "
+               "they cannot see your data, refit the model or open anything else.")
+
+fit = ui.need_fit()
+rule = ui.rule_controls(fit)
+ui.diagnostics_notice(fit)
+
+# -- publish --------------------------------------------------------------------------------------
+st.subheader("Publish a report")
+st.markdown("The report is a snapshot: later changes here do not change it. It holds the model, "
+            "the number of people in each group and the posterior draws of each group's effect, "
+            "never a row of your data. Anyone with the link can open it, so share it like a "
+            "document. The decision rule above (δ, interval, verdict cut-off) is what readers see "
+            "first.")
+left, right = st.columns([2, 1], gap="large")
+with left:
+    title = st.text_input("Title (optional)", max_chars=MAX_TITLE, key="share_title",
+                          placeholder=f"Effect of the treatment on {fit.spec.outcome}")
+    note = st.text_area("Note for readers (optional)", max_chars=MAX_NOTE, key="share_note",
+                        placeholder="What was tested, on whom, and when; how to read the results.",
+                        height=120)
+with right:
+    min_cell = st.number_input(
+        "Smallest group to show (people)", min_value=1, value=MIN_CELL, step=1,
+        key="share_min_cell",
+        help="Small-cell protection: groups with fewer people are withheld, and so are groups "
+             "that would reveal them by subtraction (such as the other levels of the factor).")
+    expires = st.date_input(
+        "Link works until (optional)", value=None, min_value=datetime.now(UTC).date(),
+        key="share_expires", format="YYYY-MM-DD",
+        help="The link stops working at the end of this day (UTC). Leave it empty for a link "
+             "that works until you withdraw it.")
+try:
+    withheld, total = ui.withheld_preview(fit, int(min_cell))
+    st.caption(f"With at least {int(min_cell):,} people per group, {total - withheld:,} of "
+               f"{total:,} groups are published and {withheld:,} withheld.")
+except HteError as err:
+    st.error(str(err), icon=":material/error:")
+
+if st.button("Publish report", type="primary", icon=":material/publish:"):
+    try:
+        snapshot = Snapshot.from_fit(fit, title=title, note=note, min_cell=int(min_cell),
+                                     expires=expires, threshold=rule.threshold,
+                                     interval=rule.interval, cutoff=rule.cutoff)
+        token, owner_key = ui.report_store().publish(snapshot)
+    except HteError as err:
+        st.error(str(err), icon=":material/error:")
+    else:
+        # Shown in this run only: the owner key is never stored here or anywhere else.
+        link = ui.report_link(token)
+        with st.container(border=True):
+            st.success("The report is published. Anyone with this link can open it (read-only)"
+                       + (f"; it works until {snapshot.expires:%Y-%m-%d %H:%M} UTC."
+                          if snapshot.expires else "."), icon=":material/check_circle:")
+            st.markdown("**Link to share**")
+            if link:
+                st.code(link, language=None, wrap_lines=True)
+                st.link_button("Open the report", link, icon=":material/open_in_new:")
+            else:
+                st.code(ui.report_query(token), language=None, wrap_lines=True)
+                st.caption("Add this to the end of this dashboard's address (without the page "
+                           "name), e.g. https://your-server/" + ui.report_query(token))
+            st.markdown("**Owner key**")
+            st.code(owner_key, language=None, wrap_lines=True)
+            st.warning("The owner key is shown only now, once: copy it and keep it safe. It is "
+                       "needed to withdraw the report, and nobody can recover it. Do not share "
+                       "it with the link.", icon=":material/key:")
+            st.download_button(
+                "Download the link and key (TXT)", file_name="hte-report-link.txt",
+                data=f"Report link: {link or ui.report_query(token)}\n"
+                     f"Owner key (needed to withdraw the report): {owner_key}\n",
+                mime="text/plain", icon=":material/download:", on_click="ignore")
+            st.info(ui.withheld_sentence(snapshot.withheld, snapshot.min_cell),
+                    icon=":material/shield:")
+
+# -- withdraw -------------------------------------------------------------------------------------
+st.subheader("Withdraw a report")
+st.markdown("Withdrawing deletes a report: its link stops working for everyone at once. You "
+            "need the link and the owner key shown when it was published.")
+with st.form("withdraw", clear_on_submit=True, border=True):
+    link_text = st.text_input("Report link (or its token)", key="withdraw_link")
+    key_text = st.text_input("Owner key", type="password", key="withdraw_key")
+    submitted = st.form_submit_button("Withdraw the report", icon=":material/delete:")
+if submitted:
+    try:
+        ui.report_store().revoke(ui.token_from_link(link_text), key_text.strip())
+    except HteError as err:
+        st.error(str(err), icon=":material/error:")
+    else:
+        st.success("The report is withdrawn: its link no longer works.",
+                   icon=":material/check_circle:")
