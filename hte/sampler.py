@@ -71,6 +71,11 @@ class _Compiled:
 
 _CACHE: dict[tuple, _Compiled] = {}
 _CACHE_LOCK = threading.Lock()
+#: Held while JAX traces a NumPyro model. NumPyro's stack of effect handlers is one global list,
+#: so two threads tracing at once (two app sessions fitting, or a background warm-up beside a
+#: fit) corrupt each other's traces ("all sites must have unique names"). Compiling the traced
+#: program and running it need no lock.
+TRACE_LOCK = threading.RLock()
 
 
 def _compiled(model: Callable[..., Any], key: tuple, chains: int, warmup: int,
@@ -264,11 +269,7 @@ def precompile(model: Callable[..., Any], model_args: tuple, shape_key: tuple, *
         for name, fn, args in (("chunk", comp.chunk, (state, model_args, 1)),
                                ("metric", comp.set_metric, (state, jnp.eye(
                                    ravel_pytree(state.z)[0].shape[0])))):
-            if name not in comp.executables:
-                t0 = time.perf_counter()
-                comp.executables[name] = fn.lower(*args).compile()
-                comp.timings[name] = time.perf_counter() - t0
-                timer.compile += comp.timings[name]
+            timer.compile_once(comp, name, fn, *args)
     return timer.compile
 
 
@@ -329,7 +330,8 @@ def run_nuts(model: Callable[..., Any], model_args: tuple, shape_key: tuple, *, 
         jax.tree_util.tree_map(lambda *xs: np.stack(xs), *[pc[i] for pc in per_chain])
         for i in range(4)
     )
-    samples = jax.device_get(postprocess({k: v[:, warmup:] for k, v in z.items()}))
+    with TRACE_LOCK:   # traced again whenever the number of draws changes
+        samples = jax.device_get(postprocess({k: v[:, warmup:] for k, v in z.items()}))
     steps = np.asarray(num_steps)[:, warmup:].astype(np.int64)
     if os.environ.get("HTE_DEBUG"):
         ws = np.asarray(num_steps)[:, :warmup]
@@ -356,13 +358,20 @@ class _Timer:
         self.run = 0.0
         self.compile = 0.0
 
-    def call(self, comp: _Compiled, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+    def compile_once(self, comp: _Compiled, name: str, fn: Callable[..., Any],
+                     *args: Any) -> Any:
         exe = comp.executables.get(name)
         if exe is None:
             t0 = time.perf_counter()
-            exe = comp.executables[name] = fn.lower(*args).compile()
+            with TRACE_LOCK:
+                lowered = fn.lower(*args)
+            exe = comp.executables[name] = lowered.compile()
             comp.timings[name] = time.perf_counter() - t0
             self.compile += comp.timings[name]
+        return exe
+
+    def call(self, comp: _Compiled, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        exe = self.compile_once(comp, name, fn, *args)
         t0 = time.perf_counter()
         out = jax.block_until_ready(exe(*args))
         self.run += time.perf_counter() - t0

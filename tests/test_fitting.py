@@ -226,3 +226,24 @@ def test_precompiling_makes_the_next_fit_start_sampling_at_once(sample_table):
     assert precompile_for(prepared.cells, spec, settings) == 0
     fit = fit_cells(prepared.cells, spec, settings)
     assert fit.diagnostics.seconds_compile == 0
+
+
+def test_two_threads_can_compile_and_fit_different_models_at_once(sample_table):
+    """Two app sessions (or a background warm-up beside a fit) use the engine concurrently."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hte.api import model_spec
+    from hte.fitting import fit_cells
+    from hte.spec import SamplerSettings
+
+    settings = SamplerSettings(chains=1, warmup=60, draws=50, retry_on_divergence=False)
+    jobs = []
+    for factors in (("generation",), ("gender", "kids")):   # shapes no other test uses
+        prepared = prepare(sample_table, Roles(outcome="support", treatment="treatment",
+                                               treated="treatment", factors=factors))
+        jobs.append((prepared.cells, model_spec(prepared)))
+    with ThreadPoolExecutor(2) as pool:
+        fits = list(pool.map(lambda job: fit_cells(*job, settings), jobs))
+    for fit, (_, spec) in zip(fits, jobs, strict=True):
+        assert fit.spec == spec
+        assert np.isfinite(fit.effect_table(pairs=False)["mean"]).all()
