@@ -21,8 +21,10 @@ app.py sends such a link to ``pages/report.py`` alone. Text that came from users
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import html
+import logging
 import math
 import os
 import re
@@ -85,6 +87,10 @@ _WIDGET = "_w_"
 
 INTERVALS = (0.5, 0.8, 0.9, 0.95, 0.99)
 CUTOFFS = (0.75, 0.8, 0.9, 0.95, 0.99)
+#: The Model page starts with the first this many candidate factors chosen.
+DEFAULT_FACTORS = 8
+#: The Model page's default prior strength.
+DEFAULT_PRIOR = "moderate"
 #: Fits kept in memory by the server-wide cache.
 MAX_FITS = 12
 
@@ -316,6 +322,68 @@ def fit_model(data: PreparedData, interactions: Sequence[str], prior: str,
                   seed=settings.seed, target_accept=settings.target_accept, progress=progress)
     store.put(key, fit)
     return fit, False
+
+
+class WarmUps:
+    """Background compilations of the sampler, one per model shape and settings, server-wide."""
+
+    def __init__(self) -> None:
+        self._threads: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+
+    def start(self, key: str, work: Callable[[], Any]) -> bool:
+        """Run ``work`` in a daemon thread unless ``key`` was started before. True if started."""
+        with self._lock:
+            if key in self._threads:
+                return False
+            thread = threading.Thread(target=self._run, args=(work,), daemon=True,
+                                      name=f"hte-warm-up-{len(self._threads)}")
+            self._threads[key] = thread
+        thread.start()
+        return True
+
+    @staticmethod
+    def _run(work: Callable[[], Any]) -> None:
+        try:
+            work()
+        except Exception:  # a failed warm-up only means the fit compiles for itself
+            logging.getLogger(__name__).warning("sampler warm-up failed", exc_info=True)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for every warm-up started so far (tests, benchmarks)."""
+        with self._lock:
+            threads = list(self._threads.values())
+        for thread in threads:
+            thread.join(timeout)
+
+
+@st.cache_resource(show_spinner=False)
+def warm_ups() -> WarmUps:
+    return WarmUps()
+
+
+def warm_up(data: PreparedData, interactions: Sequence[str], prior: str,
+            settings: SamplerSettings) -> bool:
+    """Compile, in the background, the sampler a fit of these choices will use.
+
+    Compiling takes 10-20 s on a small machine the first time a model shape is seen; started
+    while the user reads the Model page, it is done (or well along) when they click Fit: the
+    fit waits for it instead of compiling again. Keyed by what the compiled code depends on
+    (family, factors' level counts, intersections, number of cells, chains, warm-up length,
+    target acceptance), so the seed, the number of draws or the outcome's values do not start
+    another. Set ``HTE_WARM_UP=off`` to disable. Returns True when a compilation was started.
+    """
+    if os.environ.get("HTE_WARM_UP", "on").lower() in {"off", "0", "false", "no"}:
+        return False
+    from hte.api import model_spec
+    from hte.fitting import precompile_for
+
+    spec = model_spec(data, interactions, prior)
+    levels = tuple(len(data.cells.levels[f]) for f in spec.factors)
+    shape = dataclasses.replace(settings, seed=0, draws=10)
+    key = "|".join([repr(spec.family), repr(spec.factors), repr(levels), repr(spec.interactions),
+                    str(len(data.cells.cells)), repr(shape)])
+    return warm_ups().start(key, lambda: precompile_for(data.cells, spec, shape))
 
 
 def current_fit() -> Fit | None:

@@ -6,6 +6,7 @@ import streamlit as st
 import ui
 from hte.data import bin_numeric
 from hte.errors import HteError
+from hte.spec import SamplerSettings
 
 ui.page_header("data", "1 · Data",
                "Load the experiment as a table with **one row per person**: the **outcome** "
@@ -137,4 +138,6 @@ except HteError as err:
     st.stop()
 
 st.info(data.describe(), icon=":material/fact_check:")
+if len(data.factors) <= ui.DEFAULT_FACTORS:  # the Model page's first proposal: compile it now
+    ui.warm_up(data, [], ui.DEFAULT_PRIOR, SamplerSettings())
 st.page_link(ui.PAGES["model"], label="Next: choose the model and fit it", icon=":material/tune:")

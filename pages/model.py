@@ -43,7 +43,7 @@ candidates = [*dict.fromkeys([*(p.get("factors") or []), *(p.get("bin_cols") or 
 if not candidates:
     st.info("No candidate factors were chosen on the Data page, so the model estimates only the "
             "average effect. Add factors there to see who the treatment works for.")
-factors = ui.persistent(st.multiselect, "Factors", "model_factors", candidates[:8],
+factors = ui.persistent(st.multiselect, "Factors", "model_factors", candidates[:ui.DEFAULT_FACTORS],
                         options=candidates,
                         help="Each factor gets its own varying effect per level.")
 factor_error = st.container()
@@ -95,7 +95,7 @@ with c2:
     st.caption(scale + " You can change δ later on every results page without refitting.")
 
 st.subheader("How much should groups borrow from each other?")
-prior = ui.persistent(st.radio, "Prior strength", "prior", "moderate",
+prior = ui.persistent(st.radio, "Prior strength", "prior", ui.DEFAULT_PRIOR,
                       options=list(PRIOR_STRENGTHS), horizontal=True,
                       format_func=str.capitalize,
                       captions=[PRIOR_STRENGTH_HELP[k].capitalize() for k in PRIOR_STRENGTHS])
@@ -133,6 +133,7 @@ try:
 except HteError as err:
     settings_error.error(str(err), icon=":material/error:")
     st.stop()
+ui.warm_up(data, interactions, prior, settings)   # compile while the user reads on
 
 # -- summary and fit ------------------------------------------------------------------------------
 st.subheader("The model")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +11,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
 FACTORS = ["gender", "race", "generation", "married", "kids", "party"]
+
+# The dashboard compiles the sampler in background threads while the user chooses (ui.warm_up);
+# tests that want it turn it on, so no compilation outlives the test that started it.
+os.environ.setdefault("HTE_WARM_UP", "off")
 
 #: Sampler settings for tests that need a fit but not precision.
 FAST = {"chains": 2, "warmup": 300, "draws": 300, "seed": 1}

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import FACTORS
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,6 +191,32 @@ def test_fit_button_fits_caches_and_opens_the_effects_page():
     at = ok(at.run())
     assert time.perf_counter() - start < 30
     assert at.session_state["hte_fit"] is fit
+
+
+def test_sampler_compiles_in_the_background_while_the_user_chooses(monkeypatch, sample_table):
+    import ui
+    from hte.api import model_spec
+    from hte.data import Roles, prepare
+    from hte.fitting import precompile_for
+    from hte.spec import SamplerSettings
+
+    monkeypatch.setenv("HTE_WARM_UP", "on")
+    at = _model_page_with_tiny_settings()
+    at.number_input(key="_w_model_warmup").set_value(250)   # a shape no other test compiles
+    at.number_input(key="_w_model_seed").set_value(3)
+    at = ok(at.run())
+    ui.warm_ups().join(timeout=900)
+
+    # Loading the sample compiled the Model page's first proposal (every factor, defaults) ...
+    default = prepare(sample_table, Roles(outcome="support", treatment="treatment",
+                                          treated="treatment", factors=tuple(FACTORS)))
+    assert precompile_for(default.cells, model_spec(default), SamplerSettings()) == 0
+    # ... and the choices on the Model page compiled theirs: the fit starts sampling at once.
+    next(b for b in at.button if b.label == "Fit the model").click()
+    at = ok(at.run(timeout=900))
+    fit = at.session_state["hte_fit"]
+    assert (fit.settings.warmup, fit.settings.seed) == (250, 3)
+    assert fit.diagnostics.seconds_compile == 0
 
 
 def test_fit_reports_progress_and_engine_errors_on_the_page(monkeypatch, gaussian_fit):
