@@ -19,7 +19,8 @@ MAX_R_HAT = 1.01
 MIN_ESS_PER_CHAIN = 100
 
 
-def _arviz():
+def arviz():
+    """ArviZ, imported on first use (2-3 s: it loads matplotlib)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import arviz as az
@@ -28,7 +29,7 @@ def _arviz():
 
 def parameter_table(draws: dict[str, np.ndarray]) -> pd.DataFrame:
     """mean, sd, r_hat, ess_bulk, ess_tail for every scalar in ``draws`` (chains, draws, ...)."""
-    az = _arviz()
+    az = arviz()
     rows = []
     for name, arr in draws.items():
         arr = np.asarray(arr, dtype=np.float64)

@@ -6,8 +6,10 @@ the Gaussian model sees only P x P cross-products of the design, the binary mode
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,10 +18,10 @@ import numpy as np
 from hte import model as m
 from hte.cells import GAUSSIAN, CellTable
 from hte.design import Design
-from hte.diagnostics import summarize
+from hte.diagnostics import arviz, summarize
 from hte.errors import SpecError
 from hte.result import Fit
-from hte.sampler import Progress, precompile, run_nuts
+from hte.sampler import EXECUTION_LOCK, Progress, precompile, run_nuts
 from hte.spec import DEFAULT_TARGET_ACCEPT, ModelSpec, SamplerSettings
 
 #: Target acceptance rates tried, in order, when the sampler reports divergences.
@@ -112,23 +114,65 @@ def _gaussian_coefficients(keys, stats, hyper, sigma, sigma_baseline, sigma_effe
     return draw(keys, stats, hyper, sigma, sigma_baseline, sigma_effect)
 
 
+#: Compiled :func:`_gaussian_coefficients`, by the shapes and types of its arguments.
+_COEFFICIENTS: dict[tuple, Any] = {}
+_COEFFICIENTS_LOCK = threading.Lock()
+
+
+def _coefficients_executable(*args: Any) -> tuple[Any, float]:
+    """The compiled coefficient draw for arguments like ``args`` and the seconds spent compiling.
+
+    Compiled ahead of time (``lower(...).compile()``), so compiling never runs it: a background
+    compilation executes nothing (see :data:`hte.sampler.EXECUTION_LOCK`).
+    """
+    leaves, tree = jax.tree_util.tree_flatten(args)
+    key = (tree, tuple((np.shape(a), str(jnp.result_type(a))) for a in leaves))
+    with _COEFFICIENTS_LOCK:
+        exe = _COEFFICIENTS.get(key)
+        if exe is not None:
+            return exe, 0.0
+        t0 = time.perf_counter()
+        exe = _COEFFICIENTS[key] = _gaussian_coefficients.lower(*args).compile()
+        return exe, time.perf_counter() - t0
+
+
+def _coefficient_args(samples: dict, inputs: ModelInputs, seed: int) -> tuple:
+    """Arguments of :func:`_gaussian_coefficients` for ``samples`` (chains, draws, ...)."""
+    chains, n_draws = np.shape(samples["sigma"])[:2]
+    flat = {k: np.asarray(v).reshape(chains * n_draws, *np.shape(v)[2:])
+            for k, v in samples.items()}
+    empty = np.zeros((chains * n_draws, 0))
+    keys = jax.random.split(jax.random.PRNGKey(seed + 1), chains * n_draws)
+    return (keys, inputs.args[0], inputs.hyper, flat["sigma"],
+            flat.get("sigma_baseline", empty), flat.get("sigma_effect", empty))
+
+
 def precompile_for(cells: CellTable, spec: ModelSpec,
                    settings: SamplerSettings | None = None) -> float:
-    """Compile the sampler :func:`fit_cells` would use for this model shape; no sampling.
+    """Compile what :func:`fit_cells` will run for this model shape and these settings; no sampling.
 
-    A later fit of the same shape (same factors' level counts, intersections, family and sampler
-    settings) then starts sampling at once. Returns the seconds spent compiling.
+    The sampler (its start, steps and metric update), the steps after it (the draws' sites and,
+    for a Gaussian outcome, the coefficients' exact conditional), and ArviZ's import. A later fit
+    of the same shape (same factors' level counts, intersections, family, chains, warm-up,
+    draws, target acceptance) then starts sampling at once. Returns the seconds spent compiling
+    (0 when all of it was compiled before).
     """
     settings = settings or SamplerSettings()
     if tuple(spec.factors) != tuple(cells.factors):
         cells = regroup(cells, spec.factors)
     inputs = model_inputs(cells, spec)
-    return precompile(_model_fn(cells.family, inputs.design.n_terms),
-                      (*inputs.args, inputs.hyper), inputs.shape_key, chains=settings.chains,
-                      warmup=settings.warmup,
-                      target_accept=settings.target_accept
-                      or DEFAULT_TARGET_ACCEPT[cells.family],
-                      max_tree_depth=settings.max_tree_depth)
+    # The diagnostics' library takes seconds to import the first time: import it meanwhile.
+    importing = threading.Thread(target=arviz, daemon=True)
+    importing.start()
+    seconds, template = precompile(
+        _model_fn(cells.family, inputs.design.n_terms), (*inputs.args, inputs.hyper),
+        inputs.shape_key, chains=settings.chains, warmup=settings.warmup,
+        target_accept=settings.target_accept or DEFAULT_TARGET_ACCEPT[cells.family],
+        max_tree_depth=settings.max_tree_depth, draws=settings.draws)
+    importing.join()
+    if cells.family == GAUSSIAN:
+        seconds += _coefficients_executable(*_coefficient_args(template, inputs, 0))[1]
+    return seconds
 
 
 def fit_cells(cells: CellTable, spec: ModelSpec, settings: SamplerSettings | None = None,
@@ -184,12 +228,10 @@ def _named_draws(run, inputs: ModelInputs, settings: SamplerSettings,
     chains, n_draws = run.diverging.shape
     draws = {k: s[k] for k in ("sigma_baseline", "effect_scale", "sigma_effect") if k in s}
     if family == GAUSSIAN:
-        flat = {k: np.asarray(v).reshape(chains * n_draws, *np.shape(v)[2:]) for k, v in s.items()}
-        empty = np.zeros((chains * n_draws, 0))
-        keys = jax.random.split(jax.random.PRNGKey(settings.seed + 1), chains * n_draws)
-        beta = _gaussian_coefficients(keys, inputs.args[0], inputs.hyper, flat["sigma"],
-                                      flat.get("sigma_baseline", empty),
-                                      flat.get("sigma_effect", empty))
+        args = _coefficient_args(s, inputs, settings.seed)
+        exe, _ = _coefficients_executable(*args)
+        with EXECUTION_LOCK:
+            beta = jax.block_until_ready(exe(*args))
         draws["sigma"] = s["sigma"]
         draws["beta"] = np.asarray(beta).reshape(chains, n_draws, -1)
     else:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -137,9 +139,11 @@ def test_progress_is_reported_up_to_completion(sample_table):
     hte.fit(sample_table, outcome="support", treatment="treatment", treated="treatment",
             by=["gender"], chains=2, warmup=100, draws=100,
             progress=lambda f, m: seen.append((f, m)))
-    # A retry (after divergences) starts again from zero, saying so.
+    # Compiling (a new model shape) is announced first; a retry (after divergences) starts
+    # again from zero, saying so.
     starts = [i for i, (_, m) in enumerate(seen) if "starting point" in m]
-    assert starts[0] == 0 and all("Retry" in seen[i][1] for i in starts[1:])
+    assert all("Compiling" in m for _, m in seen[:starts[0]]) and starts[0] <= 1
+    assert all("Retry" in seen[i][1] for i in starts[1:])
     fractions = [f for f, _ in seen[starts[-1]:]]
     assert fractions == sorted(fractions)
     assert fractions[-1] == pytest.approx(1.0)
@@ -213,6 +217,28 @@ def test_credible_intervals_cover_true_group_effects_at_the_nominal_rate():
     assert 0.8 <= rate <= 0.98, f"coverage {rate:.2f} over {total} intervals"
 
 
+COMPILED_STEPS = {"_start_chains", "run_chain", "_set_metric", "constrain_fn",
+                  "_gaussian_coefficients"}
+
+
+@contextmanager
+def traced_functions():
+    """Names of the functions JAX traces (so compiles) inside the block."""
+    from jax._src import monitoring
+
+    names: list[str] = []
+
+    def listen(event: str, _seconds: float, **meta) -> None:
+        if event.endswith("jaxpr_trace_duration"):
+            names.append(meta.get("fun_name"))
+
+    monitoring.register_event_duration_secs_listener(listen)
+    try:
+        yield names
+    finally:
+        monitoring.unregister_event_duration_listener(listen)
+
+
 def test_precompiling_makes_the_next_fit_start_sampling_at_once(sample_table):
     from hte.api import model_spec
     from hte.fitting import fit_cells, precompile_for
@@ -222,10 +248,14 @@ def test_precompiling_makes_the_next_fit_start_sampling_at_once(sample_table):
                                            treated="treatment", factors=("kids", "married")))
     spec = model_spec(prepared, ["kids:married"])
     settings = SamplerSettings(chains=2, warmup=120, draws=100, retry_on_divergence=False)
-    assert precompile_for(prepared.cells, spec, settings) > 0
+    with traced_functions() as first:
+        assert precompile_for(prepared.cells, spec, settings) > 0
+    assert set(first) >= COMPILED_STEPS        # everything a fit runs, sampler and after
     assert precompile_for(prepared.cells, spec, settings) == 0
-    fit = fit_cells(prepared.cells, spec, settings)
+    with traced_functions() as during_fit:
+        fit = fit_cells(prepared.cells, spec, settings)
     assert fit.diagnostics.seconds_compile == 0
+    assert not COMPILED_STEPS & set(during_fit), during_fit
 
 
 def test_two_threads_can_compile_and_fit_different_models_at_once(sample_table):
