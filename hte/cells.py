@@ -95,6 +95,20 @@ class CellTable:
         order = np.lexsort(self.level_codes(frame).T[::-1])
         return frame.iloc[order].reset_index(drop=True)
 
+    def level_counts(self) -> pd.DataFrame:
+        """People per level of each factor, by arm: ``factor``, ``level``, ``treated``, ``control``.
+
+        Levels in their order (``levels``), factors in theirs; a level nobody has counts 0.
+        """
+        rows = []
+        for f in self.factors:
+            n = self.cells.groupby([f, "z"], observed=True)["n"].sum()
+            for level in self.levels[f]:
+                rows.append({"factor": f, "level": level,
+                             "treated": int(n.get((level, 1), 0)),
+                             "control": int(n.get((level, 0), 0))})
+        return pd.DataFrame(rows, columns=["factor", "level", "treated", "control"])
+
     def group_arm_stats(self, by: tuple[str, ...] = ()) -> pd.DataFrame:
         """Per group of ``by`` and arm: ``n``, outcome mean and within-group variance.
 

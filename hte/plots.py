@@ -19,6 +19,7 @@ Conventions shared by all figures:
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Mapping, Sequence
 
@@ -528,6 +529,50 @@ def shrinkage_plot(table: pd.DataFrame, *, binary: bool, outcome: str,
 
 
 # -- diagnostics ----------------------------------------------------------------------------------
+
+def sample_plot(counts: pd.DataFrame, *, treated: str = "treated",
+                control: str = "control") -> go.Figure:
+    """Who is in the experiment: people per level of each factor, treated and control stacked.
+
+    ``counts`` has ``factor``, ``level``, ``treated`` and ``control`` columns
+    (:meth:`hte.cells.CellTable.level_counts`); one panel per factor. Each bar is labelled with
+    its share treated, which randomization keeps about equal across levels.
+    """
+    factors = list(dict.fromkeys(counts["factor"]))
+    sizes = [int((counts["factor"] == f).sum()) for f in factors]
+    bars = 30 * sum(sizes) + 50 * max(len(factors) - 1, 0)     # plot area, pixels
+    fig = make_subplots(rows=max(len(factors), 1), cols=1, shared_xaxes=True,
+                        row_heights=sizes or None, vertical_spacing=50 / max(bars, 1),
+                        subplot_titles=[f"<b>{html.escape(str(f), quote=False)}</b>"
+                                        for f in factors])
+    for r, f in enumerate(factors, start=1):
+        part = counts[counts["factor"] == f]
+        levels = [html.escape(str(v), quote=False) for v in part["level"]]
+        total = (part["treated"] + part["control"]).to_numpy()
+        share = np.divide(part["treated"].to_numpy(), total, out=np.full(len(total), np.nan),
+                          where=total > 0)
+        for arm, name in (("treated", treated), ("control", control)):
+            label = html.escape(f"{arm.capitalize()} ({name})", quote=False)
+            fig.add_trace(go.Bar(
+                y=levels, x=part[arm], orientation="h", name=label, legendgroup=arm,
+                showlegend=r == 1, marker_color=ARM_COLORS[arm],
+                text=[f"{s:.0%} treated" if arm == "control" and np.isfinite(s) else ""
+                      for s in share],
+                textposition="outside", cliponaxis=False,
+                customdata=np.column_stack([total, share]),
+                hovertemplate=(f"<b>%{{y}}</b><br>{label}: %{{x:,}} people<br>"
+                               "all: %{customdata[0]:,}, %{customdata[1]:.0%} treated"
+                               "<extra></extra>"),
+            ), row=r, col=1)
+        fig.update_yaxes(autorange="reversed", row=r, col=1)
+    fig.update_xaxes(title_text="People", row=max(len(factors), 1), col=1)
+    _layout(fig, height=bars + 150, barmode="stack", bargap=0.25)
+    fig.update_layout(margin={"t": 90})
+    fig.update_annotations(font_size=15, x=0, xanchor="left", yshift=4)
+    # room on the right for the "x% treated" labels
+    fig.update_xaxes(range=[0, 1.22 * float((counts["treated"] + counts["control"]).max() or 1)])
+    return fig
+
 
 def trace_plot(series: Mapping[str, np.ndarray], max_points: int = 1000) -> go.Figure:
     """Trace of each parameter, one row per parameter, one line per chain.

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 import ui
+from hte import plots
 from hte.data import bin_numeric
 from hte.errors import HteError
 from hte.spec import SamplerSettings
@@ -138,6 +139,13 @@ except HteError as err:
     st.stop()
 
 st.info(data.describe(), icon=":material/fact_check:")
+if data.factors:
+    st.subheader("Who is in the experiment")
+    st.caption("People in each group, treated and control. Randomization should give every group "
+               "about the same share treated (the percentage beside each bar); a group with few "
+               "people will have an uncertain effect.")
+    ui.show_figure(plots.sample_plot(data.cells.level_counts(), treated=data.treated,
+                                     control=data.control), "people_per_group", key="data_people")
 if len(data.factors) <= ui.DEFAULT_FACTORS:  # the Model page's first proposal: compile it now
     ui.warm_up(data, [], ui.DEFAULT_PRIOR, SamplerSettings())
 st.page_link(ui.PAGES["model"], label="Next: choose the model and fit it", icon=":material/tune:")

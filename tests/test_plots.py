@@ -299,3 +299,42 @@ def test_heatmap_outlines_the_selected_cell_and_can_be_clicked(pairs):
     clicks = fig.data[1]                          # invisible markers, one per cell with people
     assert list(zip(clicks.x, clicks.y, strict=True)) == [(0, 0), (1, 0), (1, 1)]
     assert clicks.marker.opacity == 0 and "gender = Male, race = White" in clicks.text[2]
+
+
+def test_level_counts_match_a_crosstab_of_the_rows(sample_table):
+    from hte.data import Roles, prepare
+
+    factors = ("gender", "race", "party")
+    data = prepare(sample_table, Roles(outcome="support", treatment="treatment",
+                                       treated="treatment", factors=factors))
+    counts = data.cells.level_counts()
+    assert list(counts["factor"].unique()) == list(factors)
+    for f in factors:
+        table = pd.crosstab(sample_table[f], sample_table["treatment"])
+        part = counts[counts["factor"] == f].set_index("level")
+        assert list(part.index) == list(data.cells.levels[f])
+        assert part["treated"].to_dict() == table["treatment"].to_dict()
+        assert part["control"].to_dict() == table["control"].to_dict()
+
+
+def test_sample_plot_stacks_arms_per_factor_with_share_treated_and_escaped_names():
+    counts = pd.DataFrame({
+        "factor": ["<b>grp</b>", "<b>grp</b>", "age"],
+        "level": ["<script>x</script>", "B", "18-34"],
+        "treated": [30, 10, 0],
+        "control": [10, 10, 0],
+    })
+    fig = plots.sample_plot(counts, treated="yes", control="no")
+    assert fig.layout.barmode == "stack"
+    bars = [t for t in fig.data if isinstance(t, go.Bar)]
+    assert len(bars) == 4                                   # 2 factors x 2 arms
+    treated = bars[0]
+    assert list(treated.x) == [30, 10]
+    assert list(treated.y) == ["&lt;script&gt;x&lt;/script&gt;", "B"]
+    assert treated.marker.color == plots.ARM_COLORS["treated"]
+    control = bars[1]
+    assert list(control.text) == ["75% treated", "50% treated"]
+    assert list(bars[3].text) == [""]                       # nobody: no share
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == ["<b>&lt;b&gt;grp&lt;/b&gt;</b>", "<b>age</b>"]
+    assert [t.name for t in bars if t.showlegend] == ["Treated (yes)", "Control (no)"]
