@@ -325,36 +325,57 @@ def fit_model(data: PreparedData, interactions: Sequence[str], prior: str,
 
 
 class WarmUps:
-    """Background compilations of the sampler, one per model shape and settings, server-wide."""
+    """Background compilations, one at a time in one thread, the latest request first.
 
-    def __init__(self) -> None:
-        self._threads: dict[str, threading.Thread] = {}
-        self._lock = threading.Lock()
+    Choosing a model passes through intermediate choices (a factor removed, then another; a
+    number typed digit by digit), each a request. Only the last one or two matter: at most
+    ``pending`` requests wait, older ones are dropped (and may be requested again), and the
+    newest is compiled next. Each key is compiled once per server.
+    """
+
+    def __init__(self, pending: int = 2) -> None:
+        self.pending = pending
+        self._waiting: OrderedDict[str, Callable[[], Any]] = OrderedDict()
+        self._started: set[str] = set()
+        self._busy = False
+        self._thread: threading.Thread | None = None
+        self._cond = threading.Condition()
 
     def start(self, key: str, work: Callable[[], Any]) -> bool:
-        """Run ``work`` in a daemon thread unless ``key`` was started before. True if started."""
-        with self._lock:
-            if key in self._threads:
+        """Queue ``work`` unless ``key`` was queued or run before. True if queued."""
+        with self._cond:
+            if key in self._started or key in self._waiting:
                 return False
-            thread = threading.Thread(target=self._run, args=(work,), daemon=True,
-                                      name=f"hte-warm-up-{len(self._threads)}")
-            self._threads[key] = thread
-        thread.start()
+            self._waiting[key] = work
+            while len(self._waiting) > self.pending:
+                self._waiting.popitem(last=False)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, daemon=True,
+                                                name="hte-warm-up")
+                self._thread.start()
+            self._cond.notify_all()
         return True
 
-    @staticmethod
-    def _run(work: Callable[[], Any]) -> None:
-        try:
-            work()
-        except Exception:  # a failed warm-up only means the fit compiles for itself
-            logging.getLogger(__name__).warning("sampler warm-up failed", exc_info=True)
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._waiting))
+                key, work = self._waiting.popitem(last=True)
+                self._started.add(key)
+                self._busy = True
+            try:
+                work()
+            except Exception:  # a failed warm-up only means the fit compiles for itself
+                logging.getLogger(__name__).warning("sampler warm-up failed", exc_info=True)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
 
-    def join(self, timeout: float | None = None) -> None:
-        """Wait for every warm-up started so far (tests, benchmarks)."""
-        with self._lock:
-            threads = list(self._threads.values())
-        for thread in threads:
-            thread.join(timeout)
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until nothing is queued or running (tests, benchmarks). False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._waiting and not self._busy, timeout)
 
 
 @st.cache_resource(show_spinner=False)
@@ -370,8 +391,8 @@ def warm_up(data: PreparedData, interactions: Sequence[str], prior: str,
     while the user reads the Model page, it is done (or well along) when they click Fit: the
     fit waits for it instead of compiling again. Keyed by what the compiled code depends on
     (family, factors' level counts, intersections, number of cells, chains, warm-up length,
-    target acceptance), so the seed, the number of draws or the outcome's values do not start
-    another. Set ``HTE_WARM_UP=off`` to disable. Returns True when a compilation was started.
+    draws, target acceptance), so a new seed or outcome values do not start another. Set
+    ``HTE_WARM_UP=off`` to disable. Returns True when a compilation was started.
     """
     if os.environ.get("HTE_WARM_UP", "on").lower() in {"off", "0", "false", "no"}:
         return False
@@ -380,7 +401,7 @@ def warm_up(data: PreparedData, interactions: Sequence[str], prior: str,
 
     spec = model_spec(data, interactions, prior)
     levels = tuple(len(data.cells.levels[f]) for f in spec.factors)
-    shape = dataclasses.replace(settings, seed=0, draws=10)
+    shape = dataclasses.replace(settings, seed=0)
     key = "|".join([repr(spec.family), repr(spec.factors), repr(levels), repr(spec.interactions),
                     str(len(data.cells.cells)), repr(shape)])
     return warm_ups().start(key, lambda: precompile_for(data.cells, spec, shape))

@@ -8,9 +8,12 @@ only one test fits through the Model page. ``AppTest.switch_page`` runs a page f
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import FACTORS
 from streamlit.testing.v1 import AppTest
@@ -37,6 +40,13 @@ def page(path: str, **state) -> AppTest:
 
 def texts(at: AppTest, kind: str = "markdown") -> str:
     return "\n".join(str(e.value) for e in getattr(at, kind))
+
+
+def array(value) -> np.ndarray:
+    """A number array from Plotly's JSON: a list, or base64 bytes with a dtype."""
+    if isinstance(value, dict):
+        return np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+    return np.asarray(value)
 
 
 def with_sample(at: AppTest, name: str = "Use the sample experiment") -> AppTest:
@@ -94,6 +104,12 @@ def test_sample_loads_with_suggested_roles_and_a_summary():
     summary = texts(at, "info")
     assert "Using all 4,000 rows" in summary and "continuous" in summary
     assert len(at.dataframe) == 1                              # the preview
+    # Who is in the experiment: people per level and arm, one pair of bars per factor.
+    assert "Who is in the experiment" in [h.value for h in at.subheader]
+    (chart,) = at.get("plotly_chart")
+    traces = json.loads(chart.proto.spec)["data"]
+    assert len(traces) == 2 * 6
+    assert sum(array(t["x"]).sum() for t in traces[:2]) == 4000   # gender: everybody, once
 
 
 def test_binary_sample_is_detected_as_yes_no():
@@ -205,7 +221,7 @@ def test_sampler_compiles_in_the_background_while_the_user_chooses(monkeypatch, 
     at.number_input(key="_w_model_warmup").set_value(250)   # a shape no other test compiles
     at.number_input(key="_w_model_seed").set_value(3)
     at = ok(at.run())
-    ui.warm_ups().join(timeout=900)
+    assert ui.warm_ups().join(timeout=900)
 
     # Loading the sample compiled the Model page's first proposal (every factor, defaults) ...
     default = prepare(sample_table, Roles(outcome="support", treatment="treatment",
@@ -217,6 +233,28 @@ def test_sampler_compiles_in_the_background_while_the_user_chooses(monkeypatch, 
     fit = at.session_state["hte_fit"]
     assert (fit.settings.warmup, fit.settings.seed) == (250, 3)
     assert fit.diagnostics.seconds_compile == 0
+
+
+def test_warm_ups_run_one_at_a_time_newest_first_and_drop_stale_requests():
+    import threading
+
+    from ui import WarmUps
+
+    ran: list[str] = []
+    release = threading.Event()
+    warm = WarmUps(pending=2)
+    assert warm.start("a", lambda: (release.wait(10), ran.append("a")))
+    time.sleep(0.2)                                    # "a" is running and holds the worker
+    for key in "bcd":
+        assert warm.start(key, lambda k=key: ran.append(k))
+    assert not warm.start("d", lambda: ran.append("again"))    # queued already
+    assert not warm.join(timeout=0.1)                  # still busy
+    release.set()
+    assert warm.join(timeout=10)
+    assert ran == ["a", "d", "c"]                      # "b" was stale: dropped
+    assert not warm.start("a", lambda: ran.append("again"))    # each key once
+    assert warm.start("b", lambda: ran.append("b"))    # a dropped request can come back
+    assert warm.join(timeout=10) and ran[-1] == "b"
 
 
 def test_fit_reports_progress_and_engine_errors_on_the_page(monkeypatch, gaussian_fit):

@@ -45,9 +45,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(port: int, log: Path) -> subprocess.Popen:
-    """``streamlit run app.py`` in the background, headless, on ``port``."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def start_app(port: int, log: Path, **env_vars: str) -> subprocess.Popen:
+    """``streamlit run app.py`` in the background, headless, on ``port``.
+
+    The app runs as shipped: background compilation on (conftest turns it off for in-process
+    tests); ``env_vars`` add to or override its environment.
+    """
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HTE_WARM_UP": "on", **env_vars}
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
            "--server.port", str(port), "--server.address", "127.0.0.1",
            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
