@@ -305,7 +305,7 @@ def _compile_all(comp: _Compiled, model_args: tuple, chains: int, draws: int | N
     most of the time and release the GIL, run in parallel threads. Returns the abstract state
     of one chain. Call with ``comp.lock`` held.
     """
-    names = ["start", "chunk", "metric"] + ([("postprocess", draws)] if draws else [])
+    names = _step_names(draws)
     if all(n in comp.executables for n in names):
         return comp.state_shape
     t0 = time.perf_counter()
@@ -320,9 +320,8 @@ def _compile_all(comp: _Compiled, model_args: tuple, chains: int, draws: int | N
         lowered["metric"] = comp.set_metric.lower(
             state, jax.ShapeDtypeStruct((dim, dim), z[0].dtype))
         if draws:
-            zeros = {k: jax.ShapeDtypeStruct((chains, draws, *v.shape), v.dtype)
-                     for k, v in state.z.items()}
-            lowered["postprocess", draws] = _postprocess(comp, model_args).lower(zeros)
+            lowered["postprocess", draws] = _postprocess(comp, model_args).lower(
+                _draws_like(state, chains, draws))
     todo = [n for n in names if n not in comp.executables]
 
     def compile_one(name: Any) -> Any:
@@ -337,13 +336,22 @@ def _compile_all(comp: _Compiled, model_args: tuple, chains: int, draws: int | N
     return state
 
 
+def _step_names(draws: int | None) -> list:
+    """The compiled steps of a fit: start, chunk, metric update, post-processing of ``draws``."""
+    return ["start", "chunk", "metric"] + ([("postprocess", draws)] if draws else [])
+
+
+def _draws_like(state: Any, chains: int, draws: int) -> dict[str, jax.ShapeDtypeStruct]:
+    """The abstract unconstrained draws (chains, draws, ...) of chains in ``state``'s shape."""
+    return {k: jax.ShapeDtypeStruct((chains, draws, *v.shape), v.dtype)
+            for k, v in state.z.items()}
+
+
 def _site_shapes(comp: _Compiled, model_args: tuple, state: Any, chains: int,
                  draws: int) -> dict[str, jax.ShapeDtypeStruct]:
     """Shapes of one draw of each site the post-processing returns."""
-    zeros = {k: jax.ShapeDtypeStruct((chains, draws, *v.shape), v.dtype)
-             for k, v in state.z.items()}
     with TRACE_LOCK:
-        out = jax.eval_shape(_postprocess(comp, model_args), zeros)
+        out = jax.eval_shape(_postprocess(comp, model_args), _draws_like(state, chains, draws))
     return {k: jax.ShapeDtypeStruct(v.shape[2:], v.dtype) for k, v in out.items()}
 
 
@@ -363,8 +371,7 @@ def run_nuts(model: Callable[..., Any], model_args: tuple, shape_key: tuple, *, 
     timer = _Timer()
     done = 0
     with comp.lock:  # the kernel keeps per-init closures: one fit at a time per compiled shape
-        if not all(n in comp.executables for n in ("start", "chunk", "metric",
-                                                   ("postprocess", draws))):
+        if not all(n in comp.executables for n in _step_names(draws)):
             report(0.0, f"{label}Compiling the sampler for this model (once per model shape)")
             _compile_all(comp, model_args, chains, draws, timer)
         report(0.0, f"{label}Finding a starting point")
