@@ -614,6 +614,15 @@ def need_fit() -> Fit:
     return fit
 
 
+def need_factors(fit: Fit, count: int, why: str) -> None:
+    """Stop the page with ``why`` and a link to the Model page unless the fit has ``count``
+    factors or more."""
+    if len(fit.factors) < count:
+        st.info(why + " Choose factors on the Model page and fit again.")
+        st.page_link(PAGES["model"], label="Go to Model", icon=":material/tune:")
+        st.stop()
+
+
 def diagnostics_notice(fit: Fit) -> None:
     """One line warning that the sampler showed problems, with a link to the details."""
     if not fit.diagnostics.ok:

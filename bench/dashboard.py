@@ -20,6 +20,7 @@ Prints each run and the median. Needs Chromium (apt-get install -y chromium) and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -30,16 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.test_browser import (  # noqa: E402  (shared browser helpers)
-    ARTIFACTS,
     CHROMIUM,
     CHROMIUM_ARGS,
-    _free_port,
     go,
-    start_app,
-    stop_app,
+    running_app,
     type_number,
     wait_idle,
-    wait_until_up,
 )
 
 TIMEOUT_MS = 3_600_000
@@ -87,17 +84,13 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = {"Chains": args.chains, "Warm-up iterations": args.warmup,
                 "Draws per chain": args.draws}
-    ARTIFACTS.mkdir(exist_ok=True)
-    port = _free_port()
     env = {"HTE_WARM_UP": "off" if args.no_warm_up else "on"}
-    cache = tempfile.TemporaryDirectory(prefix="hte-jax-") if args.cold else None
-    if cache is not None:
-        env["HTE_JAX_CACHE"] = cache.name
-    proc = start_app(port, ARTIFACTS / "bench-streamlit.log", **env)
-    url = f"http://127.0.0.1:{port}"
     times: list[float] = []
-    try:
-        wait_until_up(url, proc)
+    with contextlib.ExitStack() as stack:
+        if args.cold:
+            env["HTE_JAX_CACHE"] = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="hte-jax-"))
+        url = stack.enter_context(running_app("bench-streamlit.log", **env))
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                         args=CHROMIUM_ARGS)
@@ -120,10 +113,6 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
             cached = fit_once(page, seed=1000 + args.runs - 1, settings=settings)
             browser.close()
-    finally:
-        stop_app(proc)
-        if cache is not None:
-            cache.cleanup()
     print(f"median of {len(times)} runs: {statistics.median(times):.1f} s")
     if len(times) > 1:
         print(f"median without the first run: {statistics.median(times[1:]):.1f} s")

@@ -16,11 +16,7 @@ ui.page_header("compare", "5 · Compare two groups",
                " effects, computed draw by draw from the same model.")
 
 fit = ui.need_fit()
-if not fit.factors:
-    st.info("The model has no factors, so there are no groups to compare. Choose factors on the "
-            "Model page and fit again.")
-    st.page_link(ui.PAGES["model"], label="Go to Model", icon=":material/tune:")
-    st.stop()
+ui.need_factors(fit, 1, "The model has no factors, so there are no groups to compare.")
 
 rule = ui.rule_controls(fit)
 ui.diagnostics_notice(fit)

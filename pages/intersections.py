@@ -10,11 +10,7 @@ ui.page_header("intersections", "4 · Intersections",
                " Black men or young Republicans.")
 
 fit = ui.need_fit()
-if len(fit.factors) < 2:
-    st.info("Intersections need at least two factors in the model. Choose more factors on the "
-            "Model page and fit again.")
-    st.page_link(ui.PAGES["model"], label="Go to Model", icon=":material/tune:")
-    st.stop()
+ui.need_factors(fit, 2, "Intersections need at least two factors in the model.")
 
 rule = ui.rule_controls(fit)
 ui.diagnostics_notice(fit)

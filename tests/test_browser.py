@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -82,17 +83,24 @@ def stop_app(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
+@contextmanager
+def running_app(log_name: str, **env_vars: str) -> Iterator[str]:
+    """The app on a free local port until the block ends; yields its URL. Logs to ARTIFACTS."""
     ARTIFACTS.mkdir(exist_ok=True)
     port = _free_port()
-    proc = start_app(port, ARTIFACTS / "streamlit.log")
+    proc = start_app(port, ARTIFACTS / log_name, **env_vars)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_up(url, proc)
         yield url
     finally:
         stop_app(proc)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    with running_app("streamlit.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

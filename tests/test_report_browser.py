@@ -19,18 +19,14 @@ import pytest
 
 from hte.report_store import INVALID_LINK
 from tests.test_browser import (
-    ARTIFACTS,
     FIT_TIMEOUT_MS,
     TINY,
-    _free_port,
     browser,  # noqa: F401  (the shared Chromium fixture)
     go,
+    running_app,
     screenshot,
-    start_app,
-    stop_app,
     type_number,
     wait_idle,
-    wait_until_up,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -43,18 +39,9 @@ VIEWPORT = {"width": 1400, "height": 1000}
 @pytest.fixture(scope="module")
 def report_server(tmp_path_factory) -> Iterator[str]:
     """The app on a free port, storing reports in a fresh SQLite file."""
-    ARTIFACTS.mkdir(exist_ok=True)
     db = tmp_path_factory.mktemp("reports") / "reports.db"
-    port = _free_port()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HTE_REPORTS_URL", f"sqlite:///{db}")
-        proc = start_app(port, ARTIFACTS / "streamlit-report.log")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(url, proc)
+    with running_app("streamlit-report.log", HTE_REPORTS_URL=f"sqlite:///{db}") as url:
         yield url
-    finally:
-        stop_app(proc)
     assert db.exists()                     # the reports went to the test's own file
 
 
