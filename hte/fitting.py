@@ -226,7 +226,11 @@ def _named_draws(run, inputs: ModelInputs, settings: SamplerSettings,
                  family: str) -> dict[str, np.ndarray]:
     s = run.samples
     chains, n_draws = run.diverging.shape
-    draws = {k: s[k] for k in ("sigma_baseline", "effect_scale", "sigma_effect") if k in s}
+    draws = {k: s[k] for k in ("sigma_baseline", "sigma_effect") if k in s}
+    if "sigma_effect" in s:
+        draws["effect_scale"] = m.draw_shared_scale(
+            np.random.default_rng(settings.seed + 2), np.asarray(s["sigma_effect"]),
+            float(inputs.hyper.modifier_scale))
     if family == GAUSSIAN:
         args = _coefficient_args(s, inputs, settings.seed)
         exe, _ = _coefficients_executable(*args)

@@ -141,3 +141,74 @@ def test_coefficient_draws_have_the_exact_conditional_mean_and_covariance():
     se_mean = np.sqrt(np.diag(cov) / len(beta))
     assert np.all(np.abs(beta.mean(axis=0) - mean) < 5 * se_mean)
     np.testing.assert_allclose(np.cov(beta, rowvar=False), cov, atol=0.05 * np.max(np.diag(cov)))
+
+
+@pytest.mark.parametrize("nu", [0.0, 0.5, 1.0, 3.0, 7.5])
+def test_log_bessel_k_matches_scipy(nu):
+    from scipy import special
+
+    z = np.array([1e-8, 1e-3, 0.1, 1.0, 7.0, 60.0, 400.0])
+    expected = np.log(special.kve(nu, z)) - z
+    got = np.array([float(m.log_bessel_k(nu, zi)) for zi in z])
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("omega", [[0.1, 0.05, 0.3], [0.5], [2.0, 0.01], [0.02] * 7])
+def test_pooled_scales_density_is_the_shared_scale_integrated_out(omega):
+    """p(omega) = int HalfNormal(lambda; s) prod_k HalfNormal(omega_k; lambda) d lambda."""
+    from scipy import integrate
+
+    s, omega = 0.2, np.asarray(omega)
+
+    def log_joint(lam):
+        return (stats.halfnorm.logpdf(lam, scale=s)
+                + np.sum(stats.halfnorm.logpdf(omega, scale=lam)))
+
+    # Integrate in log lambda around the peak, scaled to avoid underflow.
+    peak = np.log(np.linalg.norm(omega) / np.sqrt(len(omega)))
+    top = max(log_joint(np.exp(t)) for t in peak + np.linspace(-3, 3, 61))
+    value = integrate.quad(lambda t: np.exp(log_joint(np.exp(t)) - top + t), peak - 30,
+                           peak + 30, points=[peak], limit=400, epsabs=0, epsrel=1e-12)[0]
+    got = float(m.PooledHalfNormal(s, len(omega)).log_prob(jnp.asarray(omega)))
+    assert got == pytest.approx(np.log(value) + top, abs=1e-8)
+
+
+def test_pooled_scales_density_integrates_to_one_and_sample_has_its_mean():
+    d = m.PooledHalfNormal(0.2, 3)
+    # Importance sampling with independent half-normal proposals: E_q[p / q] = 1.
+    rng = np.random.default_rng(1)
+    proposal = np.abs(rng.normal(0.0, 0.3, size=(400_000, 3)))
+    log_q = np.sum(stats.halfnorm.logpdf(proposal, scale=0.3), axis=1)
+    ratio = np.exp(np.asarray(jax.jit(jax.vmap(d.log_prob))(jnp.asarray(proposal))) - log_q)
+    assert ratio.mean() == pytest.approx(1.0, abs=4 * ratio.std() / np.sqrt(ratio.size))
+    # The hierarchy's draws: E[omega_k] = E[lambda] sqrt(2/pi) = s * 2/pi.
+    draws = np.asarray(d.sample(jax.random.PRNGKey(0), (200_000,)))
+    assert draws.mean() == pytest.approx(0.2 * 2 / np.pi, rel=0.01)
+
+
+def test_shared_scale_draws_follow_its_conditional():
+    """lambda | omega drawn exactly: its mean and sd match the conditional by quadrature."""
+    from scipy import integrate
+
+    s, omega = 0.2, np.array([0.12, 0.03, 0.3, 0.08])
+
+    def density(lam):
+        return stats.halfnorm.pdf(lam, scale=s) * np.prod(stats.halfnorm.pdf(omega, scale=lam))
+
+    z = integrate.quad(density, 0, 3, limit=400)[0]
+    mean = integrate.quad(lambda x: x * density(x), 0, 3, limit=400)[0] / z
+    second = integrate.quad(lambda x: x**2 * density(x), 0, 3, limit=400)[0] / z
+    draws = m.draw_shared_scale(np.random.default_rng(0), np.tile(omega, (200_000, 1)), s)
+    sd = np.sqrt(second - mean**2)
+    assert draws.mean() == pytest.approx(mean, abs=4 * sd / np.sqrt(draws.size))
+    assert draws.std() == pytest.approx(sd, rel=0.01)
+
+
+@pytest.mark.parametrize(("omega", "s"), [([0.12, 0.03, 0.3, 0.08], 0.2), ([0.5], 0.2),
+                                          ([1e-4, 1e-3], 0.2), ([2.0, 3.0, 1.0], 0.1)])
+def test_shared_scale_draws_have_the_distribution_of_scipys_generalized_inverse_gaussian(omega, s):
+    omega = np.asarray(omega)
+    r, k = np.linalg.norm(omega), len(omega)
+    ours = m.draw_shared_scale(np.random.default_rng(3), np.tile(omega, (100_000, 1)), s)
+    x = stats.geninvgauss.rvs((1 - k) / 2, r / s, size=100_000, random_state=4)
+    assert stats.ks_2samp(ours, np.sqrt(r * s * x)).pvalue > 1e-3
