@@ -226,8 +226,8 @@ def _named_draws(run, inputs: ModelInputs, settings: SamplerSettings,
                  family: str) -> dict[str, np.ndarray]:
     s = run.samples
     chains, n_draws = run.diverging.shape
-    draws = {k: s[k] for k in ("sigma_baseline", "sigma_effect") if k in s}
-    if "sigma_effect" in s:
+    draws = {k: s[k] for k in ("sigma_baseline", "effect_scale", "sigma_effect") if k in s}
+    if "sigma_effect" in s and "effect_scale" not in s:  # integrated out: draw it now
         draws["effect_scale"] = m.draw_shared_scale(
             np.random.default_rng(settings.seed + 2), np.asarray(s["sigma_effect"]),
             float(inputs.hyper.modifier_scale))

@@ -9,7 +9,9 @@ Notation (see docs/model.md for the full statement and the reasons behind each c
                                                      (binary: sigma_k fixed, see binomial_model)
     v_k ~ N(0, omega_k^2 I)                          treatment-effect variation of term k
     sigma_k ~ HalfNormal(s_base)
-    omega_k ~ HalfNormal(lambda),  lambda ~ HalfNormal(s_mod)   (lambda integrated out)
+    omega_k ~ HalfNormal(lambda),  lambda ~ HalfNormal(s_mod)
+                       (Gaussian: omega_k = lambda xi_k, xi_k ~ HalfNormal(1); binary: lambda
+                        integrated out, drawn afterwards)
 
 Gaussian: y_i ~ N(eta_c(i), sigma_y^2) on the standardized outcome, sigma_y ~ HalfNormal(s_y).
 Because every coefficient in beta enters linearly with a Gaussian prior, beta is integrated out
@@ -115,16 +117,27 @@ class PooledHalfNormal(dist.Distribution):
                 - p * jnp.log(r * self.scale) + log_bessel_k(p, r / self.scale))
 
 
-def sample_effect_scales(hyper: Hyper, n_terms: int) -> jax.Array:
+def sample_effect_scales(hyper: Hyper, n_terms: int, *, shared_integrated: bool) -> jax.Array:
     """Treatment-effect scales omega_k of the K grouping terms, pooled through a shared scale.
 
     With two or three levels a term cannot estimate its own variance, so the terms borrow
-    strength from each other: omega_k ~ HalfNormal(lambda), lambda ~ HalfNormal(s_mod), with
-    lambda integrated out (:class:`PooledHalfNormal`) and drawn after sampling.
+    strength from each other: omega_k ~ HalfNormal(lambda), lambda ~ HalfNormal(s_mod). Two
+    ways to sample the same prior, each measured where it is used (bench/README.md):
+
+    - ``shared_integrated``: omega directly, lambda integrated out (:class:`PooledHalfNormal`)
+      and drawn after sampling (:func:`draw_shared_scale`). No ridge between lambda and the
+      per-term factors; the binary model's slowest parameters mix about 1.5x better.
+    - otherwise omega_k = lambda * xi_k, xi_k ~ HalfNormal(1): the Gaussian model, which samples
+      only scales, met divergences in half its fits with the integrated form and none this way.
     """
     if n_terms == 0:  # one average effect, no subgroups
         return jnp.zeros(0)
-    return numpyro.sample("sigma_effect", PooledHalfNormal(hyper.modifier_scale, n_terms))
+    if shared_integrated:
+        return numpyro.sample("sigma_effect", PooledHalfNormal(hyper.modifier_scale, n_terms))
+    with numpyro.plate("terms", n_terms):
+        xi = numpyro.sample("xi_effect", dist.HalfNormal(1.0))
+    effect_scale = numpyro.sample("effect_scale", dist.HalfNormal(hyper.modifier_scale))
+    return numpyro.deterministic("sigma_effect", effect_scale * xi)
 
 
 def draw_shared_scale(rng: np.random.Generator, sigma_effect: np.ndarray,
@@ -252,7 +265,7 @@ def gaussian_model(stats: GaussianStats, hyper: Hyper, n_terms: int) -> None:
     """Gaussian outcome with the coefficients integrated out (a collapsed linear-Gaussian model)."""
     sigma = numpyro.sample("sigma", dist.HalfNormal(hyper.sigma_scale))
     sigma_baseline = sample_baseline_scales(hyper, n_terms)
-    sigma_effect = sample_effect_scales(hyper, n_terms)
+    sigma_effect = sample_effect_scales(hyper, n_terms, shared_integrated=False)
     sd = prior_sd(hyper, sigma_baseline, sigma_effect)
     numpyro.factor("y", gaussian_marginal_loglik(stats, sd, sigma))
 
@@ -286,7 +299,7 @@ def binomial_model(cells: BinomialCells, hyper: Hyper, n_terms: int,
     """
     alpha = numpyro.sample("alpha", dist.Normal(hyper.alpha_loc, hyper.alpha_sd))
     tau = numpyro.sample("tau", dist.Normal(0.0, hyper.tau_sd))
-    sigma_effect = sample_effect_scales(hyper, n_terms)
+    sigma_effect = sample_effect_scales(hyper, n_terms, shared_integrated=True)
     if n_terms:
         width = hyper.coef_term.shape[0]
         u = numpyro.sample("baseline", dist.Normal(0.0, hyper.binary_baseline_sd)
