@@ -314,4 +314,3 @@ def binomial_model(cells: BinomialCells, hyper: Hyper, n_terms: int,
         numpyro.sample("successes", dist.Binomial(cells.n, logits=eta))
     else:
         numpyro.factor("y", binomial_loglik(eta, cells.n, successes))
-
