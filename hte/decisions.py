@@ -8,7 +8,9 @@ falls below -delta, and a verdict label. There are no p-values.
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,11 +83,48 @@ def summarize(draws: np.ndarray, rule: DecisionRule) -> pd.DataFrame:
     return out
 
 
-def format_effect(value: float, binary: bool, digits: int = 2) -> str:
-    """An effect for reading: percentage points for binary outcomes, outcome units otherwise."""
+def effect_decimals(values: Sequence[float] | np.ndarray, binary: bool = False) -> int:
+    """Decimals that show three significant digits of the largest effect."""
     if binary:
-        return f"{value * 100:.1f} percentage points"
-    return f"{value:.{digits + 1}g}" if abs(value) < 1000 else f"{value:,.0f}"
+        return 1
+    v = np.abs(np.asarray(values, dtype=float))
+    v = v[np.isfinite(v) & (v > 0)]
+    if not len(v):
+        return 2
+    mag = math.floor(math.log10(float(np.max(v))))
+    return int(min(max(2 - mag, 0), 6))
+
+
+def format_number(value: float, decimals: int, strip: bool = False) -> str:
+    """A number for reading: thousands separators, fixed decimals, a real minus sign.
+
+    ``strip`` drops trailing zeros (0.100 -> 0.1) for numbers read on their own.
+    """
+    if value is None or not np.isfinite(value):
+        return "–"
+    text = f"{abs(value):,.{decimals}f}"
+    if strip and "." in text:
+        text = text.rstrip("0").rstrip(".")
+    if float(text.replace(",", "")) == 0:
+        return text
+    return ("−" if value < 0 else "") + text
+
+
+def format_effect(value: float, binary: bool, decimals: int | None = None,
+                  unit: str = "pp") -> str:
+    """An effect in display units: '4.1 pp' for binary outcomes, '0.215' otherwise.
+
+    Without ``decimals`` the number shows three significant digits, trailing zeros dropped.
+    ``unit`` names percentage points: 'pp' in figures and tables, 'percentage points' in
+    sentences.
+    """
+    if binary:
+        shown = format_number(value * 100, 1 if decimals is None else decimals,
+                              strip=decimals is None)
+        return f"{shown} {unit}"
+    if decimals is None:
+        return format_number(value, effect_decimals([value]), strip=True)
+    return format_number(value, decimals)
 
 
 def sentence(row: pd.Series | dict, rule: DecisionRule, outcome: str, binary: bool,
@@ -96,7 +135,8 @@ def sentence(row: pd.Series | dict, rule: DecisionRule, outcome: str, binary: bo
     """
     p_above, p_zero, p_below = (float(row[k]) for k in ("p_above", "p_practically_zero",
                                                          "p_below"))
-    delta = format_effect(rule.threshold, binary)
+    points = (binary, 1 if binary else None, "percentage points")  # "5.0 percentage points"
+    delta = format_effect(rule.threshold, *points)
     among = f" among {who}" if who else ""
     what = f"the chance that {outcome} is 1" if binary else outcome
     if p_above >= max(p_below, p_zero):
@@ -108,8 +148,8 @@ def sentence(row: pd.Series | dict, rule: DecisionRule, outcome: str, binary: bo
     else:
         text = (f"There is {_a(p_zero)} chance the treatment changes {what} by less than "
                 f"{delta} either way{among}, which you have called practically zero.")
-    interval = (f" The effect is most likely between {format_effect(row['lower'], binary)} and "
-                f"{format_effect(row['upper'], binary)} ({rule.interval:.0%} interval).")
+    interval = (f" The effect is most likely between {format_effect(row['lower'], *points)} and "
+                f"{format_effect(row['upper'], *points)} ({rule.interval:.0%} interval).")
     return text + interval
 
 

@@ -29,7 +29,16 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
-from hte.decisions import LIKELY_NEGATIVE, LIKELY_POSITIVE, PRACTICALLY_ZERO, UNCERTAIN, VERDICTS
+from hte.decisions import (
+    LIKELY_NEGATIVE,
+    LIKELY_POSITIVE,
+    PRACTICALLY_ZERO,
+    UNCERTAIN,
+    VERDICTS,
+    effect_decimals,
+    format_effect,
+    format_number,
+)
 
 # -- palette and shared layout --------------------------------------------------------------------
 
@@ -108,47 +117,6 @@ def effect_axis_title(outcome: str, binary: bool, what: str = "Effect") -> str:
     if binary:
         return f"{what} on {outcome} (percentage points)"
     return f"{what} on {outcome} (difference in mean {outcome})"
-
-
-def effect_decimals(values: Sequence[float] | np.ndarray, binary: bool = False) -> int:
-    """Decimals that show three significant digits of the largest effect."""
-    if binary:
-        return 1
-    v = np.abs(np.asarray(values, dtype=float))
-    v = v[np.isfinite(v) & (v > 0)]
-    if not len(v):
-        return 2
-    mag = math.floor(math.log10(float(np.max(v))))
-    return int(min(max(2 - mag, 0), 6))
-
-
-def format_number(value: float, decimals: int, strip: bool = False) -> str:
-    """A number for reading: thousands separators, fixed decimals, a real minus sign.
-
-    ``strip`` drops trailing zeros (0.100 -> 0.1) for numbers read on their own.
-    """
-    if value is None or not np.isfinite(value):
-        return "–"
-    text = f"{abs(value):,.{decimals}f}"
-    if strip and "." in text:
-        text = text.rstrip("0").rstrip(".")
-    if float(text.replace(",", "")) == 0:
-        return text
-    return ("−" if value < 0 else "") + text
-
-
-def format_effect(value: float, binary: bool, decimals: int | None = None) -> str:
-    """An effect in display units: '4.1 pp' for binary outcomes, '0.215' otherwise.
-
-    Without ``decimals`` the number shows three significant digits, trailing zeros dropped.
-    """
-    if binary:
-        shown = format_number(value * 100, 1 if decimals is None else decimals,
-                              strip=decimals is None)
-        return f"{shown} pp"
-    if decimals is None:
-        return format_number(value, effect_decimals([value]), strip=True)
-    return format_number(value, decimals)
 
 
 def format_probability(p: float) -> str:
