@@ -6,6 +6,7 @@ the Gaussian model sees only P x P cross-products of the design, the binary mode
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -147,6 +148,15 @@ def _coefficient_args(samples: dict, inputs: ModelInputs, seed: int) -> tuple:
             flat.get("sigma_baseline", empty), flat.get("sigma_effect", empty))
 
 
+def _import_arviz_meanwhile() -> threading.Thread | None:
+    """Import the diagnostics' library (2-3 s the first time) in a thread while JAX works."""
+    if "arviz" in sys.modules:
+        return None
+    importing = threading.Thread(target=arviz, daemon=True)
+    importing.start()
+    return importing
+
+
 def precompile_for(cells: CellTable, spec: ModelSpec,
                    settings: SamplerSettings | None = None) -> float:
     """Compile what :func:`fit_cells` will run for this model shape and these settings; no sampling.
@@ -161,15 +171,14 @@ def precompile_for(cells: CellTable, spec: ModelSpec,
     if tuple(spec.factors) != tuple(cells.factors):
         cells = regroup(cells, spec.factors)
     inputs = model_inputs(cells, spec)
-    # The diagnostics' library takes seconds to import the first time: import it meanwhile.
-    importing = threading.Thread(target=arviz, daemon=True)
-    importing.start()
+    importing = _import_arviz_meanwhile()
     seconds, template = precompile(
         _model_fn(cells.family, inputs.design.n_terms), (*inputs.args, inputs.hyper),
         inputs.shape_key, chains=settings.chains, warmup=settings.warmup,
         target_accept=settings.target_accept or DEFAULT_TARGET_ACCEPT[cells.family],
         max_tree_depth=settings.max_tree_depth, draws=settings.draws)
-    importing.join()
+    if importing is not None:
+        importing.join()
     if cells.family == GAUSSIAN:
         seconds += _coefficients_executable(*_coefficient_args(template, inputs, 0))[1]
     return seconds
@@ -189,6 +198,7 @@ def fit_cells(cells: CellTable, spec: ModelSpec, settings: SamplerSettings | Non
         cells = regroup(cells, spec.factors)
     inputs = model_inputs(cells, spec)
     fn = _model_fn(cells.family, inputs.design.n_terms)
+    _import_arviz_meanwhile()
     first = settings.target_accept or DEFAULT_TARGET_ACCEPT[cells.family]
     targets = [first]
     if settings.retry_on_divergence:
