@@ -80,6 +80,15 @@ class Fit:
         return self.cells.covariate_cells()
 
     @cached_property
+    def _covariate_codes(self) -> np.ndarray:
+        return self.cells.level_codes(self.covariate)
+
+    @cached_property
+    def _raw(self) -> dict[tuple[str, ...], pd.DataFrame]:
+        """Raw estimates per grouping, computed once (they do not depend on the decision rule)."""
+        return {}
+
+    @cached_property
     def beta(self) -> np.ndarray:
         """Coefficient draws, chains stacked: (chains * draws, P)."""
         b = self.draws["beta"]
@@ -106,7 +115,7 @@ class Fit:
             if total <= 0:
                 raise SpecError(f"Nobody in the data is in the group {fx.group_label(g)}, so "
                                 "its effect cannot be estimated.")
-        codes = self.cells.level_codes(cells)
+        codes = self._covariate_codes if population is None else self.cells.level_codes(cells)
         return fx.weighted_group_draws(self.beta, self.design, codes, self.family, self.scale,
                                        weights)
 
@@ -144,7 +153,9 @@ class Fit:
     def _table(self, by: tuple[str, ...], groups: list[dict[str, str]], draws: np.ndarray,
                rule: DecisionRule) -> pd.DataFrame:
         summary = summarize(draws, rule)
-        raw = fx.raw_estimates(self.cells, by)
+        if by not in self._raw:
+            self._raw[by] = fx.raw_estimates(self.cells, by)
+        raw = self._raw[by]
         head = pd.DataFrame([{f: g.get(f) for f in self.factors} for g in groups],
                             columns=list(self.factors))
         head.insert(0, "label", [fx.group_label(g) for g in groups])
