@@ -153,6 +153,8 @@ def draw_shared_scale(rng: np.random.Generator, sigma_effect: np.ndarray,
     """
     k = sigma_effect.shape[-1]
     b = np.sum(np.asarray(sigma_effect, dtype=np.float64) ** 2, axis=-1).ravel()
+    valid = np.isfinite(b) & (b > 0)  # a broken draw gives nan, not a hang below
+    b = np.where(valid, b, 1.0)
     a, p = 1.0 / modifier_scale**2, (1.0 - k) / 2.0
 
     def f(t, b=b):
@@ -170,8 +172,8 @@ def draw_shared_scale(rng: np.random.Generator, sigma_effect: np.ndarray,
     z_right = right - (top - f(right)) / fall
     pieces = np.stack([1.0 / rise, z_right - z_left, 1.0 / fall], axis=1)
     pieces /= pieces.sum(axis=1, keepdims=True)
-    t = np.empty_like(b)
-    todo = np.arange(b.size)
+    t = np.full_like(b, np.nan)
+    todo = np.flatnonzero(valid)
     while todo.size:
         piece = (rng.random(todo.size)[:, None] > np.cumsum(pieces[todo], axis=1)).sum(axis=1)
         e = rng.exponential(size=todo.size)

@@ -212,3 +212,10 @@ def test_shared_scale_draws_have_the_distribution_of_scipys_generalized_inverse_
     ours = m.draw_shared_scale(np.random.default_rng(3), np.tile(omega, (100_000, 1)), s)
     x = stats.geninvgauss.rvs((1 - k) / 2, r / s, size=100_000, random_state=4)
     assert stats.ks_2samp(ours, np.sqrt(r * s * x)).pvalue > 1e-3
+
+
+def test_shared_scale_draw_of_a_broken_row_is_nan_and_the_others_are_drawn():
+    omega = np.array([[0.1, 0.2], [np.nan, 0.1], [0.0, 0.0], [0.3, 0.05]])
+    draws = m.draw_shared_scale(np.random.default_rng(0), omega, 0.2)
+    assert np.isnan(draws[1]) and np.isnan(draws[2])
+    assert np.all(np.isfinite(draws[[0, 3]])) and np.all(draws[[0, 3]] > 0)
