@@ -104,9 +104,19 @@ def _model_fn(family: str, n_terms: int):
                                                                  successes=successes))
 
 
+def _move_fn(family: str, n_terms: int):
+    """The Gibbs step run after each NUTS iteration, if the family has one."""
+    if family == GAUSSIAN or n_terms == 0:
+        return None
+    return _BINOMIAL_MOVES.setdefault(
+        n_terms, lambda key, z, args: m.interweave_effect_scales(key, z, args[-1], n_terms))
+
+
 # One function object per shape, so the compiled sampler cache can key on it.
 _GAUSSIAN_MODELS: dict = {}
 _BINOMIAL_MODELS: dict = {}
+_BINOMIAL_MOVES: dict = {}
+_draw_shared_scale = jax.jit(m.draw_shared_scale)
 
 
 @jax.jit
@@ -115,26 +125,33 @@ def _gaussian_coefficients(keys, stats, hyper, sigma, sigma_baseline, sigma_effe
     return draw(keys, stats, hyper, sigma, sigma_baseline, sigma_effect)
 
 
-#: Compiled :func:`_gaussian_coefficients`, by the shapes and types of its arguments.
-_COEFFICIENTS: dict[tuple, Any] = {}
-_COEFFICIENTS_LOCK = threading.Lock()
+#: Steps run once after sampling (Gaussian coefficients, binary shared scale), compiled by
+#: function and the shapes and types of their arguments.
+_EXECUTABLES: dict[tuple, Any] = {}
+_EXECUTABLES_LOCK = threading.Lock()
 
 
-def _coefficients_executable(*args: Any) -> tuple[Any, float]:
-    """The compiled coefficient draw for arguments like ``args`` and the seconds spent compiling.
+def _executable(fn: Any, *args: Any) -> tuple[Any, float]:
+    """The jitted ``fn`` compiled for arguments like ``args``, and the seconds spent compiling.
 
     Compiled ahead of time (``lower(...).compile()``), so compiling never runs it: a background
     compilation executes nothing (see :data:`hte.sampler.EXECUTION_LOCK`).
     """
     leaves, tree = jax.tree_util.tree_flatten(args)
-    key = (tree, tuple((np.shape(a), str(jnp.result_type(a))) for a in leaves))
-    with _COEFFICIENTS_LOCK:
-        exe = _COEFFICIENTS.get(key)
+    key = (fn, tree, tuple((np.shape(a), str(jnp.result_type(a))) for a in leaves))
+    with _EXECUTABLES_LOCK:
+        exe = _EXECUTABLES.get(key)
         if exe is not None:
             return exe, 0.0
         t0 = time.perf_counter()
-        exe = _COEFFICIENTS[key] = _gaussian_coefficients.lower(*args).compile()
+        exe = _EXECUTABLES[key] = fn.lower(*args).compile()
         return exe, time.perf_counter() - t0
+
+
+def _shared_scale_args(samples: dict, inputs: ModelInputs, seed: int) -> tuple:
+    """Arguments of :func:`hte.model.draw_shared_scale` for ``samples`` (chains, draws, ...)."""
+    return (jax.random.PRNGKey(seed + 2), np.asarray(samples["sigma_effect"]),
+            inputs.hyper.modifier_scale)
 
 
 def _coefficient_args(samples: dict, inputs: ModelInputs, seed: int) -> tuple:
@@ -176,11 +193,15 @@ def precompile_for(cells: CellTable, spec: ModelSpec,
         _model_fn(cells.family, inputs.design.n_terms), (*inputs.args, inputs.hyper),
         inputs.shape_key, chains=settings.chains, warmup=settings.warmup,
         target_accept=settings.target_accept or DEFAULT_TARGET_ACCEPT[cells.family],
-        max_tree_depth=settings.max_tree_depth, draws=settings.draws)
+        max_tree_depth=settings.max_tree_depth, draws=settings.draws,
+        move=_move_fn(cells.family, inputs.design.n_terms))
     if importing is not None:
         importing.join()
     if cells.family == GAUSSIAN:
-        seconds += _coefficients_executable(*_coefficient_args(template, inputs, 0))[1]
+        seconds += _executable(_gaussian_coefficients,
+                               *_coefficient_args(template, inputs, 0))[1]
+    elif "sigma_effect" in template:  # the shared scale, drawn after sampling
+        seconds += _executable(_draw_shared_scale, *_shared_scale_args(template, inputs, 0))[1]
     return seconds
 
 
@@ -211,7 +232,7 @@ def fit_cells(cells: CellTable, spec: ModelSpec, settings: SamplerSettings | Non
             fn, (*inputs.args, inputs.hyper), inputs.shape_key, chains=settings.chains,
             warmup=settings.warmup, draws=settings.draws, seed=settings.seed + 7919 * (attempt - 1),
             target_accept=target, max_tree_depth=settings.max_tree_depth, progress=progress,
-            label=label,
+            label=label, move=_move_fn(cells.family, inputs.design.n_terms),
         )
         seconds += run.seconds_sampling
         compile_s += run.seconds_compile
@@ -238,12 +259,13 @@ def _named_draws(run, inputs: ModelInputs, settings: SamplerSettings,
     chains, n_draws = run.diverging.shape
     draws = {k: s[k] for k in ("sigma_baseline", "effect_scale", "sigma_effect") if k in s}
     if "sigma_effect" in s and "effect_scale" not in s:  # integrated out: draw it now
-        draws["effect_scale"] = m.draw_shared_scale(
-            np.random.default_rng(settings.seed + 2), np.asarray(s["sigma_effect"]),
-            float(inputs.hyper.modifier_scale))
+        args = _shared_scale_args(s, inputs, settings.seed)
+        exe, _ = _executable(_draw_shared_scale, *args)
+        with EXECUTION_LOCK:
+            draws["effect_scale"] = np.asarray(exe(*args))
     if family == GAUSSIAN:
         args = _coefficient_args(s, inputs, settings.seed)
-        exe, _ = _coefficients_executable(*args)
+        exe, _ = _executable(_gaussian_coefficients, *args)
         with EXECUTION_LOCK:
             beta = jax.block_until_ready(exe(*args))
         draws["sigma"] = s["sigma"]

@@ -19,7 +19,9 @@ exactly given the scales; NUTS samples only the scales, and beta is then drawn f
 Gaussian conditional (:func:`draw_gaussian_coefficients`).
 
 Binary: k_c ~ Binomial(n_c, logit^-1(eta_c)); NUTS samples everything, with the effect
-coefficients non-centred and the baseline coefficients on a fixed scale.
+coefficients non-centred and the baseline coefficients on a fixed scale, and each NUTS
+transition is followed by an exact Gibbs step for the effect scales given the centred
+coefficients (:func:`interweave_effect_scales`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
-import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
@@ -140,53 +141,123 @@ def sample_effect_scales(hyper: Hyper, n_terms: int, *, shared_integrated: bool)
     return numpyro.deterministic("sigma_effect", effect_scale * xi)
 
 
-def draw_shared_scale(rng: np.random.Generator, sigma_effect: np.ndarray,
-                      modifier_scale: float) -> np.ndarray:
+def draw_shared_scale(key: jax.Array, sigma_effect: jax.Array, modifier_scale: float) -> jax.Array:
     """Exact draws of lambda from p(lambda | omega), one per row of ``sigma_effect``.
 
     p(lambda | omega) ~ exp(-lambda^2 / (2 s^2)) lambda^-K exp(-r^2 / (2 lambda^2)), so
-    x = lambda^2 is generalized inverse Gaussian with p = (1 - K) / 2, a = 1 / s^2, b = r^2, and
-    t = log x has the concave log-density f(t) = p t - (a e^t + b e^-t) / 2. Rejection sampling
-    from the envelope made of f's tangents one Laplace width either side of the mode and its
-    height at the mode (valid because f is concave; about three in four proposals are kept).
-    SciPy's ``geninvgauss`` gives the same draws but took over a second for 4000 of them.
+    x = lambda^2 is generalized inverse Gaussian with p = (1 - K) / 2, a = 1 / s^2, b = r^2
+    (:func:`log_gig_draw`). A row with a zero or non-finite scale gives nan.
     """
+    sigma_effect = jnp.asarray(sigma_effect)
     k = sigma_effect.shape[-1]
-    b = np.sum(np.asarray(sigma_effect, dtype=np.float64) ** 2, axis=-1).ravel()
-    valid = np.isfinite(b) & (b > 0)  # a broken draw gives nan, not a hang below
-    b = np.where(valid, b, 1.0)
-    a, p = 1.0 / modifier_scale**2, (1.0 - k) / 2.0
+    t = log_gig_draw(key, (1.0 - k) / 2.0, 1.0 / modifier_scale**2,
+                     jnp.sum(sigma_effect**2, axis=-1))
+    return jnp.exp(t / 2)
 
-    def f(t, b=b):
-        return p * t - 0.5 * (a * np.exp(t) + b * np.exp(-t))
 
-    def slope(t, b=b):
-        return p - 0.5 * (a * np.exp(t) - b * np.exp(-t))
+#: Rounds of proposals before :func:`log_gig_draw` gives up on an element. Devroye's envelope
+#: keeps at least a third of the proposals whatever the parameters, so a give-up has odds below
+#: 1e-11 unless the parameters are degenerate.
+GIG_ROUNDS = 64
 
-    mode = np.log(b / (np.sqrt(p * p + a * b) - p))
-    width = 1.0 / np.sqrt(0.5 * (a * np.exp(mode) + b * np.exp(-mode)))
-    top = f(mode)
-    left, right = mode - width, mode + width
-    rise, fall = slope(left), -slope(right)                 # both > 0
-    z_left = left + (top - f(left)) / rise                  # where the tangents reach the top
-    z_right = right - (top - f(right)) / fall
-    pieces = np.stack([1.0 / rise, z_right - z_left, 1.0 / fall], axis=1)
-    pieces /= pieces.sum(axis=1, keepdims=True)
-    t = np.full_like(b, np.nan)
-    todo = np.flatnonzero(valid)
-    while todo.size:
-        piece = (rng.random(todo.size)[:, None] > np.cumsum(pieces[todo], axis=1)).sum(axis=1)
-        e = rng.exponential(size=todo.size)
-        u = rng.random(todo.size)
-        zl, zr = z_left[todo], z_right[todo]
-        cand = np.where(piece == 0, zl - e / rise[todo],
-                        np.where(piece == 1, zl + u * (zr - zl), zr + e / fall[todo]))
-        envelope = top[todo] - np.where(piece == 0, rise[todo] * (zl - cand),
-                                        np.where(piece == 2, fall[todo] * (cand - zr), 0.0))
-        keep = np.log(rng.random(todo.size)) < f(cand, b[todo]) - envelope
-        t[todo[keep]] = cand[keep]
-        todo = todo[~keep]
-    return np.exp(t / 2).reshape(np.shape(sigma_effect)[:-1])
+
+def log_gig_draw(key: jax.Array, p: jax.Array, a: jax.Array, b: jax.Array) -> jax.Array:
+    """log x for x ~ GIG(p, a, b), density ~ x^(p-1) exp(-(a x + b / x) / 2); a, b > 0.
+
+    Devroye's (2014) rejection sampler, "Random variate generation for the generalized inverse
+    Gaussian distribution", Statistics and Computing 24: 239-246. With l = |p| and w = sqrt(ab),
+    y = x sqrt(a / b) (or its reciprocal when p < 0) is GIG(l, w, w); u = log y - asinh(l / w)
+    has the concave log-density psi(u) = -c (cosh u - 1) - l (e^u - u - 1), c = sqrt(w^2 + l^2)
+    - l, whose maximum psi(0) = 0 is enveloped by a flat top on [-s', t'] and exponential tails
+    tangent to psi at -s and t, points chosen so the envelope's area stays bounded for every
+    (l, w). Elementwise over the broadcast shape of (p, a, b), in one compiled loop that runs until
+    every element is kept. An element with parameters that are not finite and positive, or refused
+    :data:`GIG_ROUNDS` times, is nan; callers then keep their current value, which leaves their
+    target unchanged because the odds of that depend only on (p, a, b). (SciPy's ``geninvgauss``
+    draws the same distribution but took over a second for 4000 draws and cannot run inside the
+    compiled sampler.)
+    """
+    p, a, b = jnp.broadcast_arrays(*(jnp.asarray(v, jnp.result_type(float)) for v in (p, a, b)))
+    valid = jnp.isfinite(p) & jnp.isfinite(a) & jnp.isfinite(b) & (a > 0) & (b > 0)
+    log_a, log_b = jnp.log(jnp.where(valid, a, 1.0)), jnp.log(jnp.where(valid, b, 1.0))
+    lam = jnp.abs(p)
+    log_w = 0.5 * (log_a + log_b)
+    w = jnp.exp(log_w)
+    c = w * w / (jnp.sqrt(w * w + lam * lam) + lam)          # sqrt(w^2 + l^2) - l, no cancellation
+
+    def psi(u):
+        return -c * (jnp.cosh(u) - 1.0) - lam * (jnp.expm1(u) - u)
+
+    def dpsi(u):
+        return -c * jnp.sinh(u) - lam * jnp.expm1(u)
+
+    def middle(x):
+        return (x >= 0.5) & (x <= 2.0)
+
+    at_plus, at_minus = -psi(1.0), -psi(-1.0)
+    t = jnp.where(middle(at_plus), 1.0, jnp.where(at_plus > 2.0, jnp.sqrt(2.0 / (c + lam)),
+                                                  jnp.log(4.0 / (c + 2.0 * lam))))
+    s_far = jnp.minimum(1.0 / lam, jnp.log(c + 1.0 + jnp.sqrt(1.0 + 2.0 * c)) - jnp.log(c))
+    s = jnp.where(middle(at_minus), 1.0,
+                  jnp.where(at_minus > 2.0, jnp.sqrt(4.0 / (c * jnp.cosh(1.0) + lam)), s_far))
+    eta, zeta, theta, xi = -psi(t), -dpsi(t), -psi(-s), dpsi(-s)
+    left, right = 1.0 / xi, 1.0 / zeta                       # tail lengths (1 / slopes)
+    top_right, top_left = t - right * eta, s - left * theta  # flat top is [-top_left, top_right]
+    flat = top_right + top_left
+    total = left + flat + right
+    valid &= jnp.isfinite(total) & (xi > 0) & (zeta > 0)
+
+    def propose(carry):
+        key, u_kept, done, rounds = carry
+        key, k_piece, k_where, k_keep = jax.random.split(key, 4)
+        pick = jax.random.uniform(k_piece, p.shape) * total
+        v = 1.0 - jax.random.uniform(k_where, p.shape)      # in (0, 1]
+        u = jnp.where(pick < flat, -top_left + flat * v,
+                      jnp.where(pick < flat + right, top_right - right * jnp.log(v),
+                                -top_left + left * jnp.log(v)))
+        log_envelope = jnp.where(u > top_right, -eta - zeta * (u - t),
+                                 jnp.where(u < -top_left, -theta + xi * (u + s), 0.0))
+        keep = ~done & (jnp.log(jax.random.uniform(k_keep, p.shape)) + log_envelope <= psi(u))
+        return key, jnp.where(keep, u, u_kept), done | keep, rounds + 1
+
+    def more(carry):
+        return ~jnp.all(carry[2]) & (carry[3] < GIG_ROUNDS)
+
+    _, u, _, _ = jax.lax.while_loop(more, propose, (key, jnp.full(p.shape, jnp.nan), ~valid, 0))
+    ratio = lam * jnp.exp(-log_w)
+    shift = jnp.where(ratio < 1e150, jnp.arcsinh(ratio), jnp.log(2.0 * lam) - log_w)
+    return jnp.where(p < 0, -1.0, 1.0) * (u + shift) + 0.5 * (log_b - log_a)
+
+
+def interweave_effect_scales(key: jax.Array, z: dict, hyper: Hyper, n_terms: int) -> dict:
+    """One exact Gibbs update of the effect scales given the centred effect coefficients.
+
+    NUTS moves the binary model's non-centred coordinates (omega, raw), in which omega is
+    nearly independent of raw when the data say little about a term, and tied to it when they
+    say much (the centred coefficients v = omega * raw are then pinned down, and omega can only
+    move with raw). This step moves omega with v held fixed instead, so the two kinds of move
+    interweave (Yu & Meng's ancillarity-sufficiency interweaving):
+
+        lambda^2 | omega       ~ GIG((1 - K) / 2, 1 / s_mod^2, sum_k omega_k^2)
+        omega_k^2 | lambda, v  ~ GIG((1 - d_k) / 2, 1 / lambda^2, sum_{j in k} v_j^2)
+
+    (d_k coefficients in term k), then raw = v / omega. Each draw is from an exact conditional
+    of the joint (lambda, omega, v), so the posterior is left unchanged. ``z`` holds the
+    unconstrained values (log omega for ``sigma_effect``).
+    """
+    if n_terms == 0:
+        return z
+    omega = jnp.exp(z["sigma_effect"])
+    v = omega[hyper.coef_term] * z["effect_raw"]
+    sum_sq = jax.ops.segment_sum(v * v, hyper.coef_term, n_terms)
+    dims = jax.ops.segment_sum(jnp.ones_like(v), hyper.coef_term, n_terms)
+    key_shared, key_terms = jax.random.split(key)
+    log_shared2 = log_gig_draw(key_shared, (1.0 - n_terms) / 2.0, 1.0 / hyper.modifier_scale**2,
+                               jnp.sum(omega * omega))
+    log_omega = 0.5 * log_gig_draw(key_terms, (1.0 - dims) / 2.0, jnp.exp(-log_shared2), sum_sq)
+    log_omega = jnp.where(jnp.isfinite(log_omega), log_omega, z["sigma_effect"])  # not drawn
+    return {**z, "sigma_effect": log_omega,
+            "effect_raw": v / jnp.exp(log_omega)[hyper.coef_term]}
 
 
 def sample_baseline_scales(hyper: Hyper, n_terms: int) -> jax.Array:
@@ -297,7 +368,8 @@ def binomial_model(cells: BinomialCells, hyper: Hyper, n_terms: int,
     and are sampled centred: they are nuisance parameters that experiments pin down well, and
     learning their scale added a funnel that doubled sampling time (bench/README.md). Effect
     coefficients keep the hierarchical, pooled scales and are non-centred, ``v = omega * raw``
-    with ``raw ~ N(0, 1)``; centred and partially centred versions diverged.
+    with ``raw ~ N(0, 1)``; centred and partially centred versions diverged. The sampler
+    interleaves :func:`interweave_effect_scales`, which moves omega in the centred coordinates.
     """
     alpha = numpyro.sample("alpha", dist.Normal(hyper.alpha_loc, hyper.alpha_sd))
     tau = numpyro.sample("tau", dist.Normal(0.0, hyper.tau_sd))

@@ -36,6 +36,8 @@ from numpyro.infer.hmc_util import _initialize_mass_matrix, dual_averaging
 import hte._jax  # noqa: F401  (64-bit floats, compilation cache)
 
 Progress = Callable[[float, str], None]
+#: An extra exact Gibbs step after each NUTS iteration: (key, unconstrained z, model args) -> z.
+Move = Callable[[jax.Array, dict, tuple], dict]
 
 #: Iterations per compiled chunk: progress is reported this often.
 CHUNK = 50
@@ -67,6 +69,7 @@ class _Compiled:
 
     kernel: NUTS
     start: Callable[..., Any]
+    move: Move | None = None
     chunk: Callable[..., Any] | None = None
     set_metric: Callable[..., Any] = field(default_factory=lambda: jax.jit(_set_metric))
     postprocess: Callable[..., Any] | None = None
@@ -91,8 +94,8 @@ EXECUTION_LOCK = threading.RLock()
 
 
 def _compiled(model: Callable[..., Any], key: tuple, chains: int, warmup: int,
-              target_accept: float, max_tree_depth: int) -> _Compiled:
-    cache_key = (model, *key, chains, warmup, target_accept, max_tree_depth)
+              target_accept: float, max_tree_depth: int, move: Move | None) -> _Compiled:
+    cache_key = (model, move, *key, chains, warmup, target_accept, max_tree_depth)
     with _CACHE_LOCK:
         found = _CACHE.get(cache_key)
         if found is None:
@@ -101,7 +104,7 @@ def _compiled(model: Callable[..., Any], key: tuple, chains: int, warmup: int,
                           max_tree_depth=max_tree_depth,
                           init_strategy=init_to_median(num_samples=15))
 
-            found = _Compiled(kernel=kernel,
+            found = _Compiled(kernel=kernel, move=move,
                               start=jax.jit(partial(_start_chains, kernel, warmup, chains)))
             found.chunk = _chunk_fn(found)
             _CACHE[cache_key] = found
@@ -198,8 +201,19 @@ def _start_chains(kernel: NUTS, warmup: int, chains: int, rng_key: jax.Array, ar
 
 
 def _chunk_fn(comp: _Compiled) -> Callable[..., Any]:
-    """Compiled: run ``n <= CHUNK`` NUTS iterations of one chain, recording into a buffer."""
-    kernel = comp.kernel
+    """Compiled: run ``n <= CHUNK`` NUTS iterations of one chain, recording into a buffer.
+
+    With a ``move``, each NUTS iteration is followed by that Gibbs step; the state's potential
+    energy and gradient are then recomputed at the moved point for the next trajectory.
+    """
+    kernel, move = comp.kernel, comp.move
+
+    def moved(s, args):
+        rng_key, key_move = jax.random.split(s.rng_key)
+        z = move(key_move, s.z, args)
+        value, grad = jax.value_and_grad(kernel._potential_fn_gen(*args))(z)
+        return s._replace(z=z, z_grad=grad, potential_energy=value, energy=value,
+                          rng_key=rng_key)
 
     def record(s):
         return s.z, s.diverging, s.num_steps, s.accept_prob
@@ -211,6 +225,8 @@ def _chunk_fn(comp: _Compiled) -> Callable[..., Any]:
         def body(i, carry):
             s, b = carry
             s = kernel.sample(s, args, {})
+            if move is not None:
+                s = moved(s, args)
             b = jax.tree_util.tree_map(lambda bb, v: bb.at[i].set(v), b, record(s))
             return s, b
 
@@ -276,7 +292,8 @@ def _postprocess(comp: _Compiled, model_args: tuple) -> Callable[[dict], dict]:
 
 def precompile(model: Callable[..., Any], model_args: tuple, shape_key: tuple, *, chains: int,
                warmup: int, target_accept: float, max_tree_depth: int,
-               draws: int | None = None) -> tuple[float, dict[str, np.ndarray]]:
+               draws: int | None = None, move: Move | None = None,
+               ) -> tuple[float, dict[str, np.ndarray]]:
     """Compile everything :func:`run_nuts` needs for this model shape, without sampling.
 
     With ``draws``, also the step that turns ``draws`` draws per chain into the model's sites.
@@ -285,7 +302,8 @@ def precompile(model: Callable[..., Any], model_args: tuple, shape_key: tuple, *
     meaningless), for callers that compile their own post-processing too. Apps call this in the
     background when a likely model is known, so the user's first fit does not wait for XLA.
     """
-    comp = _compiled(model, shape_key, chains, warmup, target_accept, max_tree_depth)
+    comp = _compiled(model, shape_key, chains, warmup, target_accept, max_tree_depth,
+                     move)
     timer = _Timer()
     with comp.lock:
         state = _compile_all(comp, model_args, chains, draws, timer)
@@ -357,7 +375,8 @@ def _site_shapes(comp: _Compiled, model_args: tuple, state: Any, chains: int,
 
 def run_nuts(model: Callable[..., Any], model_args: tuple, shape_key: tuple, *, chains: int,
              warmup: int, draws: int, seed: int, target_accept: float, max_tree_depth: int,
-             progress: Progress | None = None, label: str = "") -> SamplerRun:
+             progress: Progress | None = None, label: str = "",
+             move: Move | None = None) -> SamplerRun:
     """Sample ``model(*model_args)`` with NUTS (dense mass matrix); return constrained draws.
 
     Chains run one after another, each as an unbatched compiled loop: on CPU this is faster
@@ -365,7 +384,8 @@ def run_nuts(model: Callable[..., Any], model_args: tuple, shape_key: tuple, *, 
     (measured in bench/). The metric is adapted across chains (:func:`warmup_stages`).
     ``shape_key`` must change whenever the model's static structure or array shapes change.
     """
-    comp = _compiled(model, shape_key, chains, warmup, target_accept, max_tree_depth)
+    comp = _compiled(model, shape_key, chains, warmup, target_accept, max_tree_depth,
+                     move)
     report = progress or (lambda _f, _m: None)
     total = chains * (warmup + draws)
     timer = _Timer()

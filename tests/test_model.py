@@ -198,7 +198,7 @@ def test_shared_scale_draws_follow_its_conditional():
     z = integrate.quad(density, 0, 3, limit=400)[0]
     mean = integrate.quad(lambda x: x * density(x), 0, 3, limit=400)[0] / z
     second = integrate.quad(lambda x: x**2 * density(x), 0, 3, limit=400)[0] / z
-    draws = m.draw_shared_scale(np.random.default_rng(0), np.tile(omega, (200_000, 1)), s)
+    draws = np.asarray(m.draw_shared_scale(jax.random.PRNGKey(0), np.tile(omega, (200_000, 1)), s))
     sd = np.sqrt(second - mean**2)
     assert draws.mean() == pytest.approx(mean, abs=4 * sd / np.sqrt(draws.size))
     assert draws.std() == pytest.approx(sd, rel=0.01)
@@ -209,13 +209,81 @@ def test_shared_scale_draws_follow_its_conditional():
 def test_shared_scale_draws_have_the_distribution_of_scipys_generalized_inverse_gaussian(omega, s):
     omega = np.asarray(omega)
     r, k = np.linalg.norm(omega), len(omega)
-    ours = m.draw_shared_scale(np.random.default_rng(3), np.tile(omega, (100_000, 1)), s)
+    ours = np.asarray(m.draw_shared_scale(jax.random.PRNGKey(3), np.tile(omega, (100_000, 1)), s))
     x = stats.geninvgauss.rvs((1 - k) / 2, r / s, size=100_000, random_state=4)
     assert stats.ks_2samp(ours, np.sqrt(r * s * x)).pvalue > 1e-3
 
 
 def test_shared_scale_draw_of_a_broken_row_is_nan_and_the_others_are_drawn():
     omega = np.array([[0.1, 0.2], [np.nan, 0.1], [0.0, 0.0], [0.3, 0.05]])
-    draws = m.draw_shared_scale(np.random.default_rng(0), omega, 0.2)
+    draws = np.asarray(m.draw_shared_scale(jax.random.PRNGKey(0), omega, 0.2))
     assert np.isnan(draws[1]) and np.isnan(draws[2])
     assert np.all(np.isfinite(draws[[0, 3]])) and np.all(draws[[0, 3]] > 0)
+
+
+@pytest.mark.parametrize(("p", "a", "b"), [(-3.0, 25.0, 0.1), (-0.5, 100.0, 1e-6), (0.0, 1.0, 1.0),
+                                           (2.0, 1.0, 1e-3), (-3.5, 1e4, 1e-8), (0.0, 1e-6, 1e-4),
+                                           (6.0, 3.0, 40.0), (-0.5, 1e3, 1e-12)])
+def test_jax_generalized_inverse_gaussian_draws_match_scipy(p, a, b):
+    t = jax.jit(m.log_gig_draw)(jax.random.PRNGKey(5), jnp.full(100_000, p), a, b)
+    scipy_draws = np.sqrt(b / a) * stats.geninvgauss.rvs(p, np.sqrt(a * b), size=100_000,
+                                                         random_state=6)
+    assert stats.ks_2samp(np.exp(np.asarray(t)), scipy_draws).pvalue > 1e-3
+
+
+def test_generalized_inverse_gaussian_draw_of_bad_parameters_is_nan():
+    t = m.log_gig_draw(jax.random.PRNGKey(0), -1.0, jnp.array([1.0, 1.0, jnp.nan, jnp.inf]),
+                       jnp.array([1.0, 0.0, 1.0, 1.0]))
+    assert np.isfinite(t[0]) and np.all(np.isnan(t[1:]))
+
+
+@pytest.mark.parametrize(("a", "b"), [(1e-10, 1e-30), (1.0, 1e-30), (1e5, 1e-30), (1e-5, 1e-20)])
+def test_generalized_inverse_gaussian_draws_of_very_flat_distributions(a, b):
+    """p = 0 and tiny ab: log x spreads evenly over ~log(1/ab) and is symmetric about its middle
+    (x and b / (a x) have the same distribution); such draws once made the sampler loop forever."""
+    t = np.asarray(jax.jit(m.log_gig_draw)(jax.random.PRNGKey(1), jnp.zeros(20_000), a, b))
+    assert np.all(np.isfinite(t))
+    middle = 0.5 * np.log(b / a)
+    assert t.mean() == pytest.approx(middle, abs=4 * t.std() / np.sqrt(t.size))
+    assert t.std() > 0.2 * np.log(1 / (a * b)) / np.sqrt(12)  # spread like a uniform over it
+
+
+def interweave_inputs(n_draws: int, seed: int = 0):
+    """Prior draws of the binary model's (omega, raw) for three terms of 1, 2 and 6 coefficients."""
+    coef_term = jnp.array([0, 1, 1, 2, 2, 2, 2, 2, 2])
+    hyper = m.Hyper(*[jnp.asarray(0.0)] * 4, modifier_scale=jnp.asarray(0.3),
+                    sigma_scale=jnp.asarray(1.0), binary_baseline_sd=jnp.asarray(1.0),
+                    coef_term=coef_term)
+    k_omega, k_raw = jax.random.split(jax.random.PRNGKey(seed))
+    omega = m.PooledHalfNormal(0.3, 3).sample(k_omega, (n_draws,))
+    raw = jax.random.normal(k_raw, (n_draws, coef_term.shape[0]))
+    return hyper, {"sigma_effect": jnp.log(omega), "effect_raw": raw}
+
+
+def test_interweaving_keeps_the_centred_effect_coefficients_exactly():
+    hyper, z = interweave_inputs(2000)
+    move = jax.jit(jax.vmap(lambda key, z: m.interweave_effect_scales(key, z, hyper, 3)))
+    moved = move(jax.random.split(jax.random.PRNGKey(1), 2000), z)
+
+    def centred(z):
+        omega = np.exp(np.asarray(z["sigma_effect"]))
+        return omega[:, hyper.coef_term] * np.asarray(z["effect_raw"])
+
+    np.testing.assert_allclose(centred(moved), centred(z), rtol=1e-12)
+    assert np.all(np.abs(moved["sigma_effect"] - z["sigma_effect"]) > 0)
+
+
+def test_interweaving_leaves_the_prior_unchanged():
+    """With no data the posterior is the prior: after five moves the draws still follow it."""
+    n = 50_000
+    hyper, z = interweave_inputs(n)
+    move = jax.jit(jax.vmap(lambda key, z: m.interweave_effect_scales(key, z, hyper, 3)))
+    for i in range(5):
+        z = move(jax.random.split(jax.random.PRNGKey(10 + i), n), z)
+    _, fresh = interweave_inputs(n, seed=99)
+    for k in range(3):
+        assert stats.ks_2samp(np.asarray(z["sigma_effect"][:, k]),
+                              np.asarray(fresh["sigma_effect"][:, k])).pvalue > 1e-3
+    for j in (0, 1, 3, 8):
+        assert stats.ks_2samp(np.asarray(z["effect_raw"][:, j]),
+                              np.asarray(fresh["effect_raw"][:, j])).pvalue > 1e-3
