@@ -219,6 +219,7 @@ def fit_cells(cells: CellTable, spec: ModelSpec, settings: SamplerSettings | Non
         cells = regroup(cells, spec.factors)
     inputs = model_inputs(cells, spec)
     fn = _model_fn(cells.family, inputs.design.n_terms)
+    move = _move_fn(cells.family, inputs.design.n_terms)
     _import_arviz_meanwhile()
     first = settings.target_accept or DEFAULT_TARGET_ACCEPT[cells.family]
     targets = [first]
@@ -232,7 +233,7 @@ def fit_cells(cells: CellTable, spec: ModelSpec, settings: SamplerSettings | Non
             fn, (*inputs.args, inputs.hyper), inputs.shape_key, chains=settings.chains,
             warmup=settings.warmup, draws=settings.draws, seed=settings.seed + 7919 * (attempt - 1),
             target_accept=target, max_tree_depth=settings.max_tree_depth, progress=progress,
-            label=label, move=_move_fn(cells.family, inputs.design.n_terms),
+            label=label, move=move,
         )
         seconds += run.seconds_sampling
         compile_s += run.seconds_compile

@@ -10,6 +10,9 @@ Before sampling, the posterior mode and the Hessian there are found in the uncon
 (:func:`_laplace`). Chains start from draws of that Laplace approximation with its covariance
 as the initial dense mass matrix, which NUTS then adapts as usual.
 
+A model may add a Gibbs step that runs after every NUTS transition (``move``; the binary model
+redraws its effect scales given the centred coefficients, :mod:`hte.model`).
+
 Chains run one after another, each as an unbatched loop. On CPU this measured faster than
 batching chains with ``vmap`` (batched while-loops and LAPACK calls) or spreading them over
 host devices with ``pmap`` (no speed-up on two cores); see bench/README.md.
@@ -302,8 +305,7 @@ def precompile(model: Callable[..., Any], model_args: tuple, shape_key: tuple, *
     meaningless), for callers that compile their own post-processing too. Apps call this in the
     background when a likely model is known, so the user's first fit does not wait for XLA.
     """
-    comp = _compiled(model, shape_key, chains, warmup, target_accept, max_tree_depth,
-                     move)
+    comp = _compiled(model, shape_key, chains, warmup, target_accept, max_tree_depth, move)
     timer = _Timer()
     with comp.lock:
         state = _compile_all(comp, model_args, chains, draws, timer)
@@ -383,9 +385,9 @@ def run_nuts(model: Callable[..., Any], model_args: tuple, shape_key: tuple, *, 
     than batching chains with ``vmap`` (batched while-loops) or running them concurrently
     (measured in bench/). The metric is adapted across chains (:func:`warmup_stages`).
     ``shape_key`` must change whenever the model's static structure or array shapes change.
+    With a ``move``, that exact Gibbs step follows every NUTS transition (warm-up included).
     """
-    comp = _compiled(model, shape_key, chains, warmup, target_accept, max_tree_depth,
-                     move)
+    comp = _compiled(model, shape_key, chains, warmup, target_accept, max_tree_depth, move)
     report = progress or (lambda _f, _m: None)
     total = chains * (warmup + draws)
     timer = _Timer()
