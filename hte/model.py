@@ -155,9 +155,9 @@ def draw_shared_scale(key: jax.Array, sigma_effect: jax.Array, modifier_scale: f
     return jnp.exp(t / 2)
 
 
-#: Rounds of proposals before :func:`log_gig_draw` gives up on an element. Devroye's envelope
-#: keeps at least a third of the proposals whatever the parameters, so a give-up has odds below
-#: 1e-11 unless the parameters are degenerate.
+#: Rounds of proposals before :func:`log_gig_draw` gives up on an element. The expected number
+#: of proposals per draw of Devroye's envelope is bounded over all parameters (a few at most),
+#: so giving up has negligible odds unless the parameters are degenerate.
 GIG_ROUNDS = 64
 
 
