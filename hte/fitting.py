@@ -77,39 +77,46 @@ def model_inputs(cells: CellTable, spec: ModelSpec) -> ModelInputs:
         )
         alpha_loc = 0.0
         args: tuple = (stats,)
-        key = ("gaussian", design.n_terms, design.n_coefs)
+        key = ("gaussian", design.n_terms, design.n_coefs, pr.effect_pooling)
     else:
         k = table["successes"].to_numpy(np.float64)
-        p = float(np.clip(k.sum() / n.sum(), 0.01, 0.99))
-        alpha_loc = float(np.log(p / (1 - p)))
+        control = z == 0
+        # The control arm's empirical logit, with a continuity correction (finite for 0 or all
+        # successes); no clipping, so a 0.05% conversion rate is centred where it is.
+        alpha_loc = float(np.log((k[control].sum() + 0.5) / (n[control].sum() - k[control].sum()
+                                                             + 0.5)))
         args = (m.BinomialCells(x=jnp.asarray(x), n=jnp.asarray(n)), jnp.asarray(k))
-        key = ("binary", design.n_terms, design.n_coefs, len(table))
+        key = ("binary", design.n_terms, design.n_coefs, len(table), pr.effect_pooling)
     hyper = m.Hyper(
         alpha_loc=jnp.asarray(alpha_loc), alpha_sd=jnp.asarray(pr.intercept_sd),
-        tau_sd=jnp.asarray(pr.effect_sd), baseline_scale=jnp.asarray(pr.baseline_scale),
+        tau_sd=jnp.asarray(pr.effect_sd if cells.family == GAUSSIAN else pr.binary_effect_sd),
+        baseline_scale=jnp.asarray(pr.baseline_scale),
         modifier_scale=jnp.asarray(pr.modifier_scale), sigma_scale=jnp.asarray(pr.sigma_scale),
         binary_baseline_sd=jnp.asarray(pr.binary_baseline_sd),
-        coef_term=jnp.asarray(design.coef_term),
+        coef_term=jnp.asarray(design.coef_term), effect_shape=jnp.asarray(pr.effect_shape),
+        slab_scale=jnp.asarray(pr.slab_scale), slab_share=jnp.asarray(pr.slab_share),
     )
     return ModelInputs(design=design, hyper=hyper, args=args, shape_key=key,
                        center=center, scale=scale)
 
 
-def _model_fn(family: str, n_terms: int):
+def _model_fn(family: str, n_terms: int, pooling: str = "shared"):
     if family == GAUSSIAN:
         return _GAUSSIAN_MODELS.setdefault(
-            n_terms, lambda stats, hyper: m.gaussian_model(stats, hyper, n_terms))
+            (n_terms, pooling), lambda stats, hyper: m.gaussian_model(stats, hyper, n_terms,
+                                                                      pooling=pooling))
     return _BINOMIAL_MODELS.setdefault(
-        n_terms, lambda cells, successes, hyper: m.binomial_model(cells, hyper, n_terms,
-                                                                 successes=successes))
+        (n_terms, pooling), lambda cells, successes, hyper: m.binomial_model(
+            cells, hyper, n_terms, successes=successes, pooling=pooling))
 
 
-def _move_fn(family: str, n_terms: int):
+def _move_fn(family: str, n_terms: int, pooling: str = "shared"):
     """The Gibbs step run after each NUTS iteration, if the family has one."""
     if family == GAUSSIAN or n_terms == 0:
         return None
     return _BINOMIAL_MOVES.setdefault(
-        n_terms, lambda key, z, args: m.interweave_effect_scales(key, z, args[-1], n_terms))
+        (n_terms, pooling), lambda key, z, args: m.interweave_effect_scales(
+            key, z, args[-1], n_terms, pooling=pooling))
 
 
 # One function object per shape, so the compiled sampler cache can key on it.
@@ -151,7 +158,7 @@ def _executable(fn: Any, *args: Any) -> tuple[Any, float]:
 def _shared_scale_args(samples: dict, inputs: ModelInputs, seed: int) -> tuple:
     """Arguments of :func:`hte.model.draw_shared_scale` for ``samples`` (chains, draws, ...)."""
     return (jax.random.PRNGKey(seed + 2), np.asarray(samples["sigma_effect"]),
-            inputs.hyper.modifier_scale)
+            inputs.hyper.modifier_scale, inputs.hyper.effect_shape)
 
 
 def _coefficient_args(samples: dict, inputs: ModelInputs, seed: int) -> tuple:
@@ -189,18 +196,19 @@ def precompile_for(cells: CellTable, spec: ModelSpec,
         cells = regroup(cells, spec.factors)
     inputs = model_inputs(cells, spec)
     importing = _import_arviz_meanwhile()
+    pooling = spec.priors.effect_pooling
     seconds, template = precompile(
-        _model_fn(cells.family, inputs.design.n_terms), (*inputs.args, inputs.hyper),
+        _model_fn(cells.family, inputs.design.n_terms, pooling), (*inputs.args, inputs.hyper),
         inputs.shape_key, chains=settings.chains, warmup=settings.warmup,
         target_accept=settings.target_accept or DEFAULT_TARGET_ACCEPT[cells.family],
         max_tree_depth=settings.max_tree_depth, draws=settings.draws,
-        move=_move_fn(cells.family, inputs.design.n_terms))
+        move=_move_fn(cells.family, inputs.design.n_terms, pooling))
     if importing is not None:
         importing.join()
     if cells.family == GAUSSIAN:
         seconds += _executable(_gaussian_coefficients,
                                *_coefficient_args(template, inputs, 0))[1]
-    elif "sigma_effect" in template:  # the shared scale, drawn after sampling
+    elif "sigma_effect" in template and pooling == "shared":  # the shared scale, drawn later
         seconds += _executable(_draw_shared_scale, *_shared_scale_args(template, inputs, 0))[1]
     return seconds
 
@@ -218,8 +226,9 @@ def fit_cells(cells: CellTable, spec: ModelSpec, settings: SamplerSettings | Non
     if tuple(spec.factors) != tuple(cells.factors):
         cells = regroup(cells, spec.factors)
     inputs = model_inputs(cells, spec)
-    fn = _model_fn(cells.family, inputs.design.n_terms)
-    move = _move_fn(cells.family, inputs.design.n_terms)
+    pooling = spec.priors.effect_pooling
+    fn = _model_fn(cells.family, inputs.design.n_terms, pooling)
+    move = _move_fn(cells.family, inputs.design.n_terms, pooling)
     _import_arviz_meanwhile()
     first = settings.target_accept or DEFAULT_TARGET_ACCEPT[cells.family]
     targets = [first]
@@ -259,7 +268,8 @@ def _named_draws(run, inputs: ModelInputs, settings: SamplerSettings,
     s = run.samples
     chains, n_draws = run.diverging.shape
     draws = {k: s[k] for k in ("sigma_baseline", "effect_scale", "sigma_effect") if k in s}
-    if "sigma_effect" in s and "effect_scale" not in s:  # integrated out: draw it now
+    integrated = "sigma_effect" in s and "effect_scale" not in s
+    if integrated and inputs.shape_key[-1] == "shared":  # integrated out: draw it now
         args = _shared_scale_args(s, inputs, settings.seed)
         exe, _ = _executable(_draw_shared_scale, *args)
         with EXECUTION_LOCK:

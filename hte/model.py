@@ -48,6 +48,9 @@ class Hyper(NamedTuple):
     sigma_scale: jax.Array
     binary_baseline_sd: jax.Array
     coef_term: jax.Array       # (n_level_coefs,) int: term of each level coefficient
+    effect_shape: jax.Array | float = 0.5   # a: xi_k^2 ~ Gamma(a, a) (EffectScales)
+    slab_scale: jax.Array | float = 0.5     # c: scale of a term's own effect variation (mixture)
+    slab_share: jax.Array | float = 0.2     # pi: prior chance a term has its own scale (mixture)
 
 
 class GaussianStats(NamedTuple):
@@ -83,75 +86,133 @@ def log_bessel_k(nu: jax.Array, z: jax.Array, points: int = 256) -> jax.Array:
     return jax.nn.logsumexp(log_f, b=weights) + jnp.log(top / (points - 1))
 
 
-class PooledHalfNormal(dist.Distribution):
-    """K scales that share one half-normal scale, with the shared scale integrated out.
+class EffectScales(dist.Distribution):
+    """The K treatment-effect scales omega_k = lambda * xi_k, with xi_k^2 ~ Gamma(a, a).
 
-    omega_k | lambda ~ HalfNormal(lambda) independently, lambda ~ HalfNormal(s). The density of
-    omega = (omega_1..omega_K), with r = |omega| and p = (K - 1) / 2, is
+    ``shared``: lambda ~ HalfNormal(s) is common to all terms and integrated out here (drawn
+    afterwards from its exact conditional, :func:`draw_shared_scale`); otherwise lambda = s is
+    fixed and the terms are independent. The shape ``a`` sets how unevenly effect variation may
+    be spread over the terms: a = 1/2 is omega_k | lambda ~ HalfNormal(lambda); a smaller ``a``
+    lets one term carry most of the variation while the others stay near zero (the
+    normal-gamma prior of Griffin and Brown, applied to term variances; docs/model.md).
 
-        p(omega) = int p(lambda) prod_k p(omega_k | lambda) d lambda
-                 = (2/pi)^((K+1)/2) / s * (r s)^(-p) * K_p(r / s)
+    Each omega_k has density 2 a^a omega^(2a-1) lambda^(-2a) exp(-a omega^2 / lambda^2) / Gamma(a)
+    given lambda. Integrating lambda ~ HalfNormal(s) out, with r = |omega| and nu = 1 - 2aK,
 
-    (lambda^2 | omega is generalized inverse Gaussian; :func:`draw_shared_scale`). Sampling
-    omega directly removes the ridge between lambda and the per-term factors of omega = lambda xi,
-    along which the product is known but neither factor is.
+        p(omega) = (2 a^a / Gamma(a))^K prod_k omega_k^(2a-1) (2/pi)^(1/2) s^-1
+                   (2a s^2 r^2)^(nu/4) K_(nu/2)(r sqrt(2a) / s)
+
+    (K_nu the modified Bessel function of the second kind, :func:`log_bessel_k`).
     """
 
-    arg_constraints: ClassVar = {"scale": dist.constraints.positive}
+    arg_constraints: ClassVar[dict] = {"scale": dist.constraints.positive,
+                                       "concentration": dist.constraints.positive}
     support = dist.constraints.independent(dist.constraints.positive, 1)
+    reparametrized_params: ClassVar[list] = []
 
-    def __init__(self, scale: jax.Array, size: int, *, validate_args: bool | None = None):
-        self.scale = jnp.asarray(scale)
-        self.size = size
+    def __init__(self, scale: jax.Array, size: int, concentration: jax.Array = 0.5, *,
+                 shared: bool = True, validate_args: bool | None = None):
+        self.scale, self.size, self.concentration = scale, size, concentration
+        self.shared = shared
         super().__init__(batch_shape=(), event_shape=(size,), validate_args=validate_args)
 
     def sample(self, key: jax.Array, sample_shape: tuple = ()) -> jax.Array:
         key_shared, key_terms = jax.random.split(key)
-        shared = self.scale * jnp.abs(jax.random.normal(key_shared, (*sample_shape, 1)))
-        return shared * jnp.abs(jax.random.normal(key_terms, (*sample_shape, self.size)))
+        shared = (self.scale * jnp.abs(jax.random.normal(key_shared, (*sample_shape, 1)))
+                  if self.shared else self.scale)
+        g = jax.random.gamma(key_terms, self.concentration, (*sample_shape, self.size))
+        g = g / self.concentration
+        return shared * jnp.sqrt(g)
 
     def log_prob(self, value: jax.Array) -> jax.Array:
-        k = self.size
-        p = (k - 1) / 2.0
-        r = jnp.sqrt(jnp.sum(value**2, axis=-1))
-        return (0.5 * (k + 1) * jnp.log(2.0 / jnp.pi) - jnp.log(self.scale)
-                - p * jnp.log(r * self.scale) + log_bessel_k(p, r / self.scale))
+        k, a, s = self.size, self.concentration, self.scale
+        log_omega = jnp.log(value)
+        per_term = jnp.log(2.0) + a * jnp.log(a) - jax.scipy.special.gammaln(a)
+        if not self.shared:
+            return jnp.sum(per_term + (2 * a - 1) * log_omega - 2 * a * jnp.log(s)
+                           - a * value**2 / s**2, axis=-1)
+        r2 = jnp.sum(value**2, axis=-1)
+        nu = 1.0 - 2.0 * a * k
+        return (k * per_term + (2 * a - 1) * jnp.sum(log_omega, axis=-1)
+                + 0.5 * jnp.log(2.0 / jnp.pi) - jnp.log(s)
+                + nu / 4 * jnp.log(2 * a * s**2 * r2)
+                + log_bessel_k(jnp.abs(nu) / 2, jnp.sqrt(2 * a * r2) / s))
 
 
-def sample_effect_scales(hyper: Hyper, n_terms: int, *, shared_integrated: bool) -> jax.Array:
-    """Treatment-effect scales omega_k of the K grouping terms, pooled through a shared scale.
+class SpikeSlabScale(dist.Distribution):
+    """One term's effect scale: HalfNormal(c) with probability pi, else HalfNormal(lambda).
 
-    With two or three levels a term cannot estimate its own variance, so the terms borrow
-    strength from each other: omega_k ~ HalfNormal(lambda), lambda ~ HalfNormal(s_mod). Two
-    ways to sample the same prior, each measured where it is used (bench/README.md):
+    The mixture over terms (``pooling="mixture"``): a term either shares the common scale
+    lambda that all terms without clear variation pull down together, or has its own scale on
+    a fixed half-normal(c) prior, so one term whose effect clearly varies is not shrunk towards
+    the others (docs/model.md). The indicator is summed out.
+    """
 
-    - ``shared_integrated``: omega directly, lambda integrated out (:class:`PooledHalfNormal`)
-      and drawn after sampling (:func:`draw_shared_scale`). No ridge between lambda and the
-      per-term factors; the binary model's slowest parameters mix about 1.5x better.
-    - otherwise omega_k = lambda * xi_k, xi_k ~ HalfNormal(1): the Gaussian model, which samples
-      only scales, met divergences in half its fits with the integrated form and none this way.
+    arg_constraints: ClassVar[dict] = {"shared": dist.constraints.positive,
+                                       "slab": dist.constraints.positive,
+                                       "share": dist.constraints.unit_interval}
+    support = dist.constraints.positive
+    reparametrized_params: ClassVar[list] = []
+
+    def __init__(self, shared: jax.Array, slab: jax.Array, share: jax.Array, size: int,
+                 validate_args: bool | None = None):
+        self.shared, self.slab, self.share = shared, slab, share
+        super().__init__(batch_shape=(size,), validate_args=validate_args)
+
+    def sample(self, key: jax.Array, sample_shape: tuple = ()) -> jax.Array:
+        key_pick, key_value = jax.random.split(key)
+        shape = (*sample_shape, *self.batch_shape)
+        own = jax.random.uniform(key_pick, shape) < self.share
+        return jnp.where(own, self.slab, self.shared) * jnp.abs(jax.random.normal(key_value, shape))
+
+    def log_prob(self, value: jax.Array) -> jax.Array:
+        return jnp.logaddexp(jnp.log(self.share) + dist.HalfNormal(self.slab).log_prob(value),
+                             jnp.log1p(-self.share)
+                             + dist.HalfNormal(self.shared).log_prob(value))
+
+
+def sample_effect_scales(hyper: Hyper, n_terms: int, *, pooling: str,
+                         integrated: bool) -> jax.Array:
+    """Treatment-effect scales omega_k of the K grouping terms (docs/model.md).
+
+    ``pooling``:
+
+    - "shared": omega_k = lambda * xi_k, xi_k^2 ~ Gamma(a, a), lambda ~ HalfNormal(s_mod): a term
+      with two or three levels cannot estimate its own variance, so the terms borrow strength.
+      ``integrated`` samples omega with lambda integrated out (:class:`EffectScales`; drawn
+      afterwards, :func:`draw_shared_scale`), otherwise xi_k^2 and lambda separately.
+    - "independent": omega_k ~ HalfNormal(s_mod) (a = 1/2), each term on its own.
+    - "mixture": lambda ~ HalfNormal(s_mod), omega_k ~ pi HalfNormal(c) + (1 - pi)
+      HalfNormal(lambda) (:class:`SpikeSlabScale`), lambda sampled.
     """
     if n_terms == 0:  # one average effect, no subgroups
         return jnp.zeros(0)
-    if shared_integrated:
-        return numpyro.sample("sigma_effect", PooledHalfNormal(hyper.modifier_scale, n_terms))
+    if pooling == "mixture":
+        effect_scale = numpyro.sample("effect_scale", dist.HalfNormal(hyper.modifier_scale))
+        return numpyro.sample("sigma_effect", SpikeSlabScale(effect_scale, hyper.slab_scale,
+                                                             hyper.slab_share, n_terms))
+    shared = pooling == "shared"
+    if integrated or not shared:
+        return numpyro.sample("sigma_effect", EffectScales(
+            hyper.modifier_scale, n_terms, hyper.effect_shape, shared=shared))
     with numpyro.plate("terms", n_terms):
-        xi = numpyro.sample("xi_effect", dist.HalfNormal(1.0))
+        xi2 = numpyro.sample("xi2_effect", dist.Gamma(hyper.effect_shape, hyper.effect_shape))
     effect_scale = numpyro.sample("effect_scale", dist.HalfNormal(hyper.modifier_scale))
-    return numpyro.deterministic("sigma_effect", effect_scale * xi)
+    return numpyro.deterministic("sigma_effect", effect_scale * jnp.sqrt(xi2))
 
 
-def draw_shared_scale(key: jax.Array, sigma_effect: jax.Array, modifier_scale: float) -> jax.Array:
+def draw_shared_scale(key: jax.Array, sigma_effect: jax.Array, modifier_scale: float,
+                      effect_shape: float = 0.5) -> jax.Array:
     """Exact draws of lambda from p(lambda | omega), one per row of ``sigma_effect``.
 
-    p(lambda | omega) ~ exp(-lambda^2 / (2 s^2)) lambda^-K exp(-r^2 / (2 lambda^2)), so
-    x = lambda^2 is generalized inverse Gaussian with p = (1 - K) / 2, a = 1 / s^2, b = r^2
+    p(lambda | omega) ~ exp(-lambda^2 / (2 s^2)) lambda^(-2aK) exp(-a r^2 / lambda^2), so
+    x = lambda^2 is generalized inverse Gaussian with p = 1/2 - aK, a' = 1 / s^2, b = 2 a r^2
     (:func:`log_gig_draw`). A row with a zero or non-finite scale gives nan.
     """
     sigma_effect = jnp.asarray(sigma_effect)
     k = sigma_effect.shape[-1]
-    t = log_gig_draw(key, (1.0 - k) / 2.0, 1.0 / modifier_scale**2,
-                     jnp.sum(sigma_effect**2, axis=-1))
+    t = log_gig_draw(key, 0.5 - effect_shape * k, 1.0 / modifier_scale**2,
+                     2.0 * effect_shape * jnp.sum(sigma_effect**2, axis=-1))
     return jnp.exp(t / 2)
 
 
@@ -229,34 +290,67 @@ def log_gig_draw(key: jax.Array, p: jax.Array, a: jax.Array, b: jax.Array) -> ja
     return jnp.where(p < 0, -1.0, 1.0) * (u + shift) + 0.5 * (log_b - log_a)
 
 
-def interweave_effect_scales(key: jax.Array, z: dict, hyper: Hyper, n_terms: int) -> dict:
+def interweave_effect_scales(key: jax.Array, z: dict, hyper: Hyper, n_terms: int, *,
+                             pooling: str = "shared") -> dict:
     """One exact Gibbs update of the effect scales given the centred effect coefficients.
 
     NUTS moves the binary model's non-centred coordinates (omega, raw), in which omega is
     nearly independent of raw when the data say little about a term, and tied to it when they
     say much (the centred coefficients v = omega * raw are then pinned down, and omega can only
     move with raw). This step moves omega with v held fixed instead, so the two kinds of move
-    interweave (Yu & Meng's ancillarity-sufficiency interweaving):
+    interweave (Yu & Meng's ancillarity-sufficiency interweaving). With a = effect_shape:
 
-        lambda^2 | omega       ~ GIG((1 - K) / 2, 1 / s_mod^2, sum_k omega_k^2)
-        omega_k^2 | lambda, v  ~ GIG((1 - d_k) / 2, 1 / lambda^2, sum_{j in k} v_j^2)
+        lambda^2 | omega       ~ GIG(1/2 - aK, 1 / s_mod^2, 2a sum_k omega_k^2)   (shared only;
+                                                                  otherwise lambda = s_mod)
+        omega_k^2 | lambda, v  ~ GIG(a - d_k / 2, 2a / lambda^2, sum_{j in k} v_j^2)
 
-    (d_k coefficients in term k), then raw = v / omega. Each draw is from an exact conditional
+    (d_k coefficients in term k), then raw = v / omega. For the "mixture" pooling, first each
+    term's indicator g_k (own scale c or shared lambda) is drawn given omega_k and lambda, then
+    lambda^2 | omega, g ~ GIG(1/2 - K_0/2, 1/s^2, sum over shared terms of omega_k^2) (K_0
+    terms share it), then omega_k^2 | g_k, v ~ GIG((1 - d_k)/2, 1/c_k^2, sum v_j^2) with c_k = c
+    or lambda; g is discarded. Each draw is from an exact conditional
     of the joint (lambda, omega, v), so the posterior is left unchanged. ``z`` holds the
     unconstrained values (log omega for ``sigma_effect``).
     """
     if n_terms == 0:
         return z
+    a = hyper.effect_shape
     omega = jnp.exp(z["sigma_effect"])
     v = omega[hyper.coef_term] * z["effect_raw"]
     sum_sq = jax.ops.segment_sum(v * v, hyper.coef_term, n_terms)
     dims = jax.ops.segment_sum(jnp.ones_like(v), hyper.coef_term, n_terms)
     key_shared, key_terms = jax.random.split(key)
-    log_shared2 = log_gig_draw(key_shared, (1.0 - n_terms) / 2.0, 1.0 / hyper.modifier_scale**2,
-                               jnp.sum(omega * omega))
-    log_omega = 0.5 * log_gig_draw(key_terms, (1.0 - dims) / 2.0, jnp.exp(-log_shared2), sum_sq)
+    if pooling == "mixture":
+        return _mixture_gibbs(key, z, hyper, omega, v, sum_sq, dims)
+    if pooling == "shared":
+        log_shared2 = log_gig_draw(key_shared, 0.5 - a * n_terms, 1.0 / hyper.modifier_scale**2,
+                                   2.0 * a * jnp.sum(omega * omega))
+    else:
+        log_shared2 = 2.0 * jnp.log(hyper.modifier_scale)
+    log_omega = 0.5 * log_gig_draw(key_terms, a - dims / 2.0, 2.0 * a * jnp.exp(-log_shared2),
+                                   sum_sq)
     log_omega = jnp.where(jnp.isfinite(log_omega), log_omega, z["sigma_effect"])  # not drawn
     return {**z, "sigma_effect": log_omega,
+            "effect_raw": v / jnp.exp(log_omega)[hyper.coef_term]}
+
+
+def _mixture_gibbs(key: jax.Array, z: dict, hyper: Hyper, omega: jax.Array, v: jax.Array,
+                   sum_sq: jax.Array, dims: jax.Array) -> dict:
+    """The Gibbs step of :func:`interweave_effect_scales` for the spike-and-slab scales."""
+    key_pick, key_shared, key_terms = jax.random.split(key, 3)
+    shared = jnp.exp(z["effect_scale"])
+    log_own = jnp.log(hyper.slab_share) + dist.HalfNormal(hyper.slab_scale).log_prob(omega)
+    log_common = jnp.log1p(-hyper.slab_share) + dist.HalfNormal(shared).log_prob(omega)
+    own = jax.random.uniform(key_pick, omega.shape) < jax.nn.sigmoid(log_own - log_common)
+    common_sq = jnp.sum(jnp.where(own, 0.0, omega * omega))
+    k_common = jnp.sum(~own)
+    log_shared2 = log_gig_draw(key_shared, 0.5 - k_common / 2.0, 1.0 / hyper.modifier_scale**2,
+                               common_sq)
+    log_shared2 = jnp.where(jnp.isfinite(log_shared2), log_shared2, 2.0 * z["effect_scale"])
+    rate = jnp.where(own, hyper.slab_scale**-2, jnp.exp(-log_shared2))
+    log_omega = 0.5 * log_gig_draw(key_terms, (1.0 - dims) / 2.0, rate, sum_sq)
+    log_omega = jnp.where(jnp.isfinite(log_omega), log_omega, z["sigma_effect"])
+    return {**z, "effect_scale": 0.5 * log_shared2, "sigma_effect": log_omega,
             "effect_raw": v / jnp.exp(log_omega)[hyper.coef_term]}
 
 
@@ -334,11 +428,12 @@ def _marginal_bwd(res, g):
 gaussian_marginal_loglik.defvjp(_marginal_fwd, _marginal_bwd)
 
 
-def gaussian_model(stats: GaussianStats, hyper: Hyper, n_terms: int) -> None:
+def gaussian_model(stats: GaussianStats, hyper: Hyper, n_terms: int,
+                   pooling: str = "shared") -> None:
     """Gaussian outcome with the coefficients integrated out (a collapsed linear-Gaussian model)."""
     sigma = numpyro.sample("sigma", dist.HalfNormal(hyper.sigma_scale))
     sigma_baseline = sample_baseline_scales(hyper, n_terms)
-    sigma_effect = sample_effect_scales(hyper, n_terms, shared_integrated=False)
+    sigma_effect = sample_effect_scales(hyper, n_terms, pooling=pooling, integrated=False)
     sd = prior_sd(hyper, sigma_baseline, sigma_effect)
     numpyro.factor("y", gaussian_marginal_loglik(stats, sd, sigma))
 
@@ -361,7 +456,7 @@ def binomial_loglik(eta: jax.Array, n: jax.Array, successes: jax.Array) -> jax.A
 
 
 def binomial_model(cells: BinomialCells, hyper: Hyper, n_terms: int,
-                   successes: jax.Array | None = None) -> None:
+                   successes: jax.Array | None = None, pooling: str = "shared") -> None:
     """Binary outcome, logit link, likelihood on cells.
 
     Baseline level coefficients have a fixed weakly informative scale, ``u ~ N(0, s_base_bin)``,
@@ -373,7 +468,7 @@ def binomial_model(cells: BinomialCells, hyper: Hyper, n_terms: int,
     """
     alpha = numpyro.sample("alpha", dist.Normal(hyper.alpha_loc, hyper.alpha_sd))
     tau = numpyro.sample("tau", dist.Normal(0.0, hyper.tau_sd))
-    sigma_effect = sample_effect_scales(hyper, n_terms, shared_integrated=True)
+    sigma_effect = sample_effect_scales(hyper, n_terms, pooling=pooling, integrated=True)
     if n_terms:
         width = hyper.coef_term.shape[0]
         u = numpyro.sample("baseline", dist.Normal(0.0, hyper.binary_baseline_sd)

@@ -18,6 +18,9 @@ DEFAULT_TARGET_ACCEPT = {GAUSSIAN: 0.8, BINARY: 0.95}
 
 #: Prior scale of the shared scale of treatment-effect variation, per preset. The scale is in
 #: standard deviations of the outcome (Gaussian) or in log-odds (binary); see docs/model.md.
+#: How the terms' treatment-effect scales relate (docs/model.md).
+EFFECT_POOLING = ("shared", "independent", "mixture")
+
 PRIOR_STRENGTHS: dict[str, float] = {"weak": 0.5, "moderate": 0.2, "strong": 0.1}
 PRIOR_STRENGTH_HELP: dict[str, str] = {
     "weak": "lets subgroup effects differ a lot before the data say so; more noise chasing.",
@@ -32,11 +35,18 @@ class Priors:
     """Prior scales, on the standardized outcome (Gaussian) or the log-odds scale (binary).
 
     - ``intercept_sd``: sd of the control-arm mean around the outcome's overall mean;
-    - ``effect_sd``: sd of the average treatment effect;
+    - ``effect_sd``: sd of the average treatment effect (Gaussian, in outcome sds);
+    - ``binary_effect_sd``: sd of the average treatment effect of a binary outcome (log-odds): wide,
+      so that a rare outcome's tripled rate (log odds ratio ~1.1, often measured with a standard
+      error of 0.3-0.5) is not pulled back; for common outcomes the data dominate it anyway;
     - ``baseline_scale``: half-normal scale of each factor's baseline (intercept) variation;
     - ``modifier_scale``: half-normal scale of the shared scale of treatment-effect variation;
     - ``sigma_scale``: half-normal scale of the residual sd (Gaussian only);
-    - ``binary_baseline_sd``: sd of the baseline level effects of a binary outcome (log-odds).
+    - ``binary_baseline_sd``: sd of the baseline level effects of a binary outcome (log-odds);
+    - ``effect_shape``: ``a`` in xi_k^2 ~ Gamma(a, a), how unevenly effect variation may be
+      spread over the terms (1/2: half-normal scales; smaller: one term may carry most of it);
+    - ``effect_pooling``: "shared" (the terms' effect scales share lambda ~ HalfNormal(s)) or
+      "independent" (lambda fixed at ``modifier_scale``).
     """
 
     intercept_sd: float = 1.0
@@ -45,6 +55,18 @@ class Priors:
     modifier_scale: float = PRIOR_STRENGTHS["moderate"]
     sigma_scale: float = 1.0
     binary_baseline_sd: float = 1.0
+    binary_effect_sd: float = 2.5
+    effect_shape: float = 0.5
+    effect_pooling: str = "shared"
+    slab_scale: float = 0.5
+    slab_share: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.effect_pooling not in EFFECT_POOLING:
+            raise SpecError(f"Unknown effect pooling '{self.effect_pooling}'. Choose one of: "
+                            f"{', '.join(EFFECT_POOLING)}.")
+        if not self.effect_shape > 0:
+            raise SpecError("The effect-variation shape must be a positive number, such as 0.5.")
 
     @classmethod
     def preset(cls, strength: str | float = "moderate") -> Priors:

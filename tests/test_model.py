@@ -169,12 +169,12 @@ def test_pooled_scales_density_is_the_shared_scale_integrated_out(omega):
     top = max(log_joint(np.exp(t)) for t in peak + np.linspace(-3, 3, 61))
     value = integrate.quad(lambda t: np.exp(log_joint(np.exp(t)) - top + t), peak - 30,
                            peak + 30, points=[peak], limit=400, epsabs=0, epsrel=1e-12)[0]
-    got = float(m.PooledHalfNormal(s, len(omega)).log_prob(jnp.asarray(omega)))
+    got = float(m.EffectScales(s, len(omega)).log_prob(jnp.asarray(omega)))
     assert got == pytest.approx(np.log(value) + top, abs=1e-8)
 
 
 def test_pooled_scales_density_integrates_to_one_and_sample_has_its_mean():
-    d = m.PooledHalfNormal(0.2, 3)
+    d = m.EffectScales(0.2, 3)
     # Importance sampling with independent half-normal proposals: E_q[p / q] = 1.
     rng = np.random.default_rng(1)
     proposal = np.abs(rng.normal(0.0, 0.3, size=(400_000, 3)))
@@ -255,7 +255,7 @@ def interweave_inputs(n_draws: int, seed: int = 0):
                     sigma_scale=jnp.asarray(1.0), binary_baseline_sd=jnp.asarray(1.0),
                     coef_term=coef_term)
     k_omega, k_raw = jax.random.split(jax.random.PRNGKey(seed))
-    omega = m.PooledHalfNormal(0.3, 3).sample(k_omega, (n_draws,))
+    omega = m.EffectScales(0.3, 3).sample(k_omega, (n_draws,))
     raw = jax.random.normal(k_raw, (n_draws, coef_term.shape[0]))
     return hyper, {"sigma_effect": jnp.log(omega), "effect_raw": raw}
 
