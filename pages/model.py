@@ -5,7 +5,7 @@ import itertools
 import streamlit as st
 
 import ui
-from hte.api import model_spec
+from hte.api import model_notices, model_spec
 from hte.errors import HteError
 from hte.spec import DEFAULT_TARGET_ACCEPT, PRIOR_STRENGTH_HELP, PRIOR_STRENGTHS, SamplerSettings
 
@@ -141,6 +141,8 @@ n_cells = len(data.cells.cells)
 st.markdown(f"{spec.describe()} The {data.n_rows:,} people fall into **{n_cells:,} cells** "
             "(combinations of factor levels and arm); the fit works on these cells, so its "
             "cost does not grow with the number of rows.")
+for notice in model_notices(data, interactions):
+    st.info(ui.md(notice), icon=":material/info:")
 st.code(spec.formula, language="r", wrap_lines=True)
 st.caption("The same model in lme4/brms notation (`||`: uncorrelated varying intercepts and "
            "treatment effects" + ("; family = binomial, logit link" if binary else "") + ").")
