@@ -92,10 +92,10 @@ def test_unreadable_file_is_reported_plainly(tmp_path):
 
 
 def test_min_arm_flags_in_json_and_a_note_for_a_factor_with_one_value(tmp_path):
-    from test_verdicts import experiment
+    from conftest import extrapolation_experiment
 
     data = tmp_path / "experiment.csv"
-    experiment().to_csv(data, index=False)
+    extrapolation_experiment().to_csv(data, index=False)
     out = tmp_path / "effects.json"
     result = run("fit", str(data), "--outcome", "outcome", "--treatment", "treatment",
                  "--treated", "treatment", "--by", "region", "size", "country",

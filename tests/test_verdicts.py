@@ -1,8 +1,9 @@
 """No confident verdict without data; single-level factors; exact pooling of cell summaries.
 
-A simulated experiment with a strong effect everywhere (0.6 sd) where region E has nobody treated
-and region D three treated people: pooling makes their posteriors confidently positive, but the
-verdict must be "extrapolated" in the table, the JSON, contrasts, sentences, figures and reports.
+``extrapolated_fit`` (conftest.py): a simulated experiment with a strong effect everywhere (0.6 sd)
+where region E has nobody treated and region D three treated people: pooling makes their
+posteriors confidently positive, but the verdict must be "extrapolated" in the table, the JSON,
+contrasts, sentences, figures and reports.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import FAST
 
-import hte
 from hte import plots
 from hte.cells import aggregate, from_summaries
 from hte.cli import effects_json
@@ -31,32 +30,13 @@ from hte.decisions import (
 )
 from hte.errors import SpecError
 from hte.reports import Snapshot, report_html
-from hte.simulate import BaselineSpec, EffectSpec, simulate
 
 THRESHOLD = 0.1
 
 
-def experiment() -> pd.DataFrame:
-    """Region E: nobody treated; region D: 3 treated; 'country' has one value."""
-    sim = simulate(3000, factors={"region": {"A": .3, "B": .25, "C": .2, "D": .15, "E": .1},
-                                  "size": {"small": .5, "large": .5}},
-                   effect=EffectSpec(base=0.6), baseline=BaselineSpec(noise_sd=1.0), seed=3)
-    d = sim.data
-    treated = d["treatment"] == "treatment"
-    d_treated = d.index[(d["region"] == "D") & treated]
-    d = d.drop(d.index[(d["region"] == "E") & treated]).drop(d_treated[3:])
-    return d.assign(country="NL")
-
-
 @pytest.fixture(scope="module")
-def table() -> pd.DataFrame:
-    return experiment()
-
-
-@pytest.fixture(scope="module")
-def fit(table):
-    return hte.fit(table, outcome="outcome", treatment="treatment", treated="treatment",
-                   by=["region", "size", "country"], interactions=["region:country"], **FAST)
+def fit(extrapolated_fit):
+    return extrapolated_fit
 
 
 # -- the rule, without a fit ----------------------------------------------------------------------
