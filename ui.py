@@ -657,7 +657,7 @@ def effect_columns(binary: bool, decimals: int) -> dict:
         "P(≈ 0)": num("P(≈ 0)", format=pct, help="Chance the effect is within ±δ"),
         "P(< −δ)": num("P(< −δ)", format=pct, help="Chance the effect is below −δ"),
         "Verdict": st.column_config.TextColumn(
-            "Verdict", width="medium",
+            "Verdict",
             help="Extrapolated: too few treated or control people for a verdict, so the estimate "
                  f"is borrowed from other groups. Small arm: fewer than {SMALL_ARM} people in "
                  "an arm; the estimate leans on the other groups."),
@@ -673,12 +673,13 @@ def display_effects(table: pd.DataFrame, binary: bool,
     k = plots.unit_factor(binary)
     out = pd.DataFrame({
         "Group": table["label"],
+        # second, so its plain words (an extrapolated group, a small arm) are never scrolled away
+        "Verdict": [verdict_text(r, min_arm) for _, r in table.iterrows()],
         "n": table["n"], "n treated": table["n_treated"], "n control": table["n_control"],
         "Raw estimate": table["raw_mean"] * k,
         "Effect": table["mean"] * k, "Lower": table["lower"] * k, "Upper": table["upper"] * k,
         "P(> δ)": table["p_above"] * 100, "P(≈ 0)": table["p_practically_zero"] * 100,
         "P(< −δ)": table["p_below"] * 100,
-        "Verdict": [verdict_text(r, min_arm) for _, r in table.iterrows()],
     })
     decimals = plots.effect_decimals(table["mean"], binary)
     return out, effect_columns(binary, decimals)

@@ -155,7 +155,7 @@ def arm_phrase(n_treated: int, n_control: int, min_arm: int) -> str:
 def verdict_text(row: pd.Series | dict, min_arm: int = MIN_ARM) -> str:
     """The verdict in plain words for a table, with the arm that is too small or small.
 
-    'extrapolated — too few treated people (3; a verdict needs 10)', or
+    'extrapolated — too few treated people (3 of 10 needed)', or
     'likely positive — small arm (14 control)', or just the verdict.
     """
     v = str(row["verdict"])
@@ -163,11 +163,11 @@ def verdict_text(row: pd.Series | dict, min_arm: int = MIN_ARM) -> str:
         return v
     n_t, n_c = int(row["n_treated"]), int(row["n_control"])
     if v == EXTRAPOLATED or row.get("extrapolated", False):
-        arms = [a for a, n in (("treated", n_t), ("control", n_c)) if n < min_arm] or ["treated"]
-        counts = "; ".join(f"{n:,} {a}" for a, n in (("treated", n_t), ("control", n_c))
-                           if a in arms)
-        return (f"{EXTRAPOLATED} — too few {' and '.join(arms)} people ({counts}; a verdict "
-                f"needs {min_arm:,})")
+        short = [(a, n) for a, n in (("treated", n_t), ("control", n_c)) if n < min_arm]
+        short = short or [("treated", n_t) if n_t <= n_c else ("control", n_c)]
+        counts = " and ".join(f"{n:,}" for _, n in short)
+        return (f"{EXTRAPOLATED} — too few {' and '.join(a for a, _ in short)} people ({counts} "
+                f"of {min_arm:,} needed)")
     if row.get("small_arm", False):
         arm, n = ("treated", n_t) if n_t <= n_c else ("control", n_c)
         return f"{v} — small arm ({n:,} {arm})"

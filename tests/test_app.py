@@ -299,7 +299,8 @@ def test_effects_page_headline_forest_table_and_downloads(gaussian_fit):
     assert len(charts) == 3                                   # forest, densities, shrinkage
     assert len(at.dataframe) == 1
     table = at.dataframe[0].value
-    assert list(table.columns[:5]) == ["Group", "n", "n treated", "n control", "Raw estimate"]
+    assert list(table.columns[:6]) == ["Group", "Verdict", "n", "n treated", "n control",
+                                       "Raw estimate"]
     assert table["Group"].iloc[0] == "Everyone" and len(table) == 1 + 2 + 4 + 3
     downloads = [d.proto.label for d in at.get("download_button")]
     assert downloads.count("Download figure (HTML)") == 3
@@ -388,11 +389,11 @@ def test_extrapolated_groups_get_no_verdict_on_the_result_pages(extrapolated_fit
     warning = texts(at, "warning")
     assert "2 groups are extrapolated" in warning and "region = E" in warning
     verdicts = at.dataframe[0].value.set_index("Group")["Verdict"]
-    assert verdicts["region = E"] == ("extrapolated — too few treated people (0 treated; a "
-                                      "verdict needs 10)")
+    assert verdicts["region = E"] == "extrapolated — too few treated people (0 of 10 needed)"
+    assert verdicts["region = D"] == "extrapolated — too few treated people (3 of 10 needed)"
     assert verdicts["region = A"] == "likely positive"
-    assert not any("likely positive for region" in m and "E" in m.split("likely positive")[1]
-                   for m in texts(at).splitlines())
+    called = next(m for m in texts(at).splitlines() if "Here the effect is" in m)
+    assert "likely positive for region A, B, C;" in called     # not D or E
 
     at = ok(page("pages/intersections.py", hte_fit=extrapolated_fit))
     cell = at.selectbox(key="_w_intersections_ix_cell")

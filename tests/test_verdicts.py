@@ -74,8 +74,8 @@ def test_sentences_and_labels_say_the_estimate_is_borrowed():
     assert text.startswith("Among people with region = E, nobody was treated")
     assert "borrows it from the other groups" in text and "chance" not in text
     assert "0.5 and 0.7" in text
-    assert verdict_text(row) == ("extrapolated — too few treated people (0 treated; a verdict "
-                                 "needs 10)")
+    assert verdict_text(row) == ("extrapolated — too few treated people (0 of 10 "
+                                 "needed)")
     few = {**row, "n_treated": 3, "n_control": 2}
     assert "Only 3 people were treated and only 2 people were in the control group" in sentence(
         few, DecisionRule(0.1), "support", False)
@@ -188,7 +188,7 @@ def test_report_round_trip_keeps_the_rule_and_recomputes_the_flags(fit):
     row, _ = back.contrast({"region": "D"}, {"region": "B"})
     assert row["verdict"] == EXTRAPOLATED
     html = report_html(back)
-    assert "extrapolated — too few treated people (0 treated; a verdict needs 10)" in html
+    assert "extrapolated — too few treated people (0 of 10 needed)" in html
     # a report published before the rule existed reads with the default
     old = {k: v for k, v in meta.items() if k != "min_arm"}
     assert Snapshot.from_payload(old, blob).min_arm == 10
