@@ -75,7 +75,8 @@ else:
 
 fig = plots.posterior_plot(diff, summary, threshold=rule.threshold, binary=binary,
                            outcome=outcome, label="A − B", what="Difference in effect",
-                           title=f"Effect for {name_a} minus effect for {name_b}")
+                           title=f"Effect for {name_a} minus effect for {name_b}"
+                                 + (" (extrapolated)" if summary["extrapolated"] else ""))
 ui.show_figure(fig, "difference", key="difference")
 
 st.subheader("The two groups")

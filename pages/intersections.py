@@ -97,7 +97,9 @@ elif row["small_arm"]:
 st.markdown(f"**{ui.headline(row, rule, outcome, binary, who=ui.who(group))}**")
 draws = ui.effect_draws(fit, [group])[:, 0]
 ui.show_figure(plots.posterior_plot(draws, row, threshold=rule.threshold, binary=binary,
-                                    outcome=outcome, label=cell),
+                                    outcome=outcome, label=cell,
+                                    title=("Extrapolated, no verdict: the model's guess from the "
+                                           "other cells" if row["extrapolated"] else None)),
                "cell_posterior", key="cell_posterior")
 
 st.subheader("Table")
