@@ -52,7 +52,7 @@ from hte.data import (
     read_table,
     suggest_roles,
 )
-from hte.decisions import DecisionRule
+from hte.decisions import MIN_ARM, SMALL_ARM, DecisionRule, verdict_text
 from hte.report_store import ENV_URL, ReportStore
 from hte.reports import PlotTable, Snapshot
 from hte.result import Fit
@@ -497,9 +497,10 @@ def rule_controls(fit: Fit) -> DecisionRule:
 
 
 def decision_controls(outcome: str, binary: bool, threshold: float, interval: float = 0.9,
-                      cutoff: float = 0.9) -> DecisionRule:
+                      cutoff: float = 0.9, min_arm: int = MIN_ARM) -> DecisionRule:
     """The decision-rule row: threshold, interval level, verdict cut-off (defaults as given;
-    the threshold in engine units). Used by the result pages and the report view."""
+    the threshold in engine units; ``min_arm`` is kept as given). Used by the result pages and
+    the report view."""
     with st.container(border=True):
         c1, c2, c3 = st.columns([1.4, 1, 1])
         with c1:
@@ -518,7 +519,8 @@ def decision_controls(outcome: str, binary: bool, threshold: float, interval: fl
                                 help="How sure the model must be before an effect is called "
                                      "likely positive, likely negative or practically zero; "
                                      "otherwise it is uncertain.")
-    return DecisionRule(threshold=threshold, interval=float(interval), cutoff=float(cutoff))
+    return DecisionRule(threshold=threshold, interval=float(interval), cutoff=float(cutoff),
+                        min_arm=min_arm)
 
 
 def rule_of(fit: Fit) -> DecisionRule:
@@ -536,14 +538,15 @@ def rule_of(fit: Fit) -> DecisionRule:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _effects(token: str, by: tuple[str, ...] | None, threshold: float, interval: float,
-             cutoff: float, _fit: Fit) -> pd.DataFrame:
-    return _fit.effects(list(by) if by else None, threshold, interval, cutoff)
+             cutoff: float, min_arm: int, _fit: Fit) -> pd.DataFrame:
+    return _fit.effects(list(by) if by else None, threshold, interval, cutoff, min_arm=min_arm)
 
 
 def effects(fit: Fit, by: Sequence[str] | str | None, rule: DecisionRule) -> pd.DataFrame:
     """:meth:`Fit.effects`, cached per fit and rule."""
     key = (by,) if isinstance(by, str) else (tuple(by) if by else None)
-    return _effects(fit_token(fit), key, rule.threshold, rule.interval, rule.cutoff, fit)
+    return _effects(fit_token(fit), key, rule.threshold, rule.interval, rule.cutoff,
+                    rule.min_arm, fit)
 
 
 def effect_table(fit: Fit, rule: DecisionRule, pairs: Sequence[tuple[str, str]] = ()
@@ -653,20 +656,30 @@ def effect_columns(binary: bool, decimals: int) -> dict:
         "P(> δ)": num("P(> δ)", format=pct, help="Chance the effect is above +δ"),
         "P(≈ 0)": num("P(≈ 0)", format=pct, help="Chance the effect is within ±δ"),
         "P(< −δ)": num("P(< −δ)", format=pct, help="Chance the effect is below −δ"),
-        "Verdict": st.column_config.TextColumn("Verdict"),
+        "Verdict": st.column_config.TextColumn(
+            "Verdict",
+            help="Extrapolated: too few treated or control people for a verdict, so the estimate "
+                 f"is borrowed from other groups. Small arm: fewer than {SMALL_ARM} people in "
+                 "an arm; the estimate leans on the other groups."),
     }
 
 
-def display_effects(table: pd.DataFrame, binary: bool) -> tuple[pd.DataFrame, dict]:
-    """An effects table for reading (display units, rounded by column_config) and its config."""
+def display_effects(table: pd.DataFrame, binary: bool,
+                    min_arm: int = MIN_ARM) -> tuple[pd.DataFrame, dict]:
+    """An effects table for reading (display units, rounded by column_config) and its config.
+
+    The verdict is in plain words, with an extrapolated group's or a small arm's counts
+    (:func:`hte.decisions.verdict_text`)."""
     k = plots.unit_factor(binary)
     out = pd.DataFrame({
         "Group": table["label"],
+        # second, so its plain words (an extrapolated group, a small arm) are never scrolled away
+        "Verdict": [verdict_text(r, min_arm) for _, r in table.iterrows()],
         "n": table["n"], "n treated": table["n_treated"], "n control": table["n_control"],
         "Raw estimate": table["raw_mean"] * k,
         "Effect": table["mean"] * k, "Lower": table["lower"] * k, "Upper": table["upper"] * k,
         "P(> δ)": table["p_above"] * 100, "P(≈ 0)": table["p_practically_zero"] * 100,
-        "P(< −δ)": table["p_below"] * 100, "Verdict": table["verdict"],
+        "P(< −δ)": table["p_below"] * 100,
     })
     decimals = plots.effect_decimals(table["mean"], binary)
     return out, effect_columns(binary, decimals)
@@ -934,11 +947,13 @@ def report_heatmap(shown: PlotTable, mask: pd.Series, rows: str, cols: str, *, c
     cells = fig.data[0]
     if cells.z is not None:
         r_levels, c_levels = shown.levels[rows], shown.levels[cols]
+        part = shown.table.loc[mask]
+        published = {(str(a), str(b)) for a, b in zip(part[rows], part[cols], strict=True)}
         text = [list(r) for r in cells.text]
         hover = [list(r) for r in cells.hovertext]
         for i, row in enumerate(cells.z):
-            for j, value in enumerate(row):
-                if value is None:
+            for j, _ in enumerate(row):
+                if (str(r_levels[i]), str(c_levels[j])) not in published:
                     text[i][j] = "not shown"
                     hover[i][j] = (f"<b>{rows} = {r_levels[i]}, {cols} = {c_levels[j]}</b><br>"
                                    f"Not published: fewer than {min_cell:,} people, or it "

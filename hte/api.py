@@ -27,20 +27,56 @@ def parse_interactions(interactions: Iterable[str | Sequence[str]] | None) -> In
     return tuple(out)
 
 
+def left_out_factors(data: PreparedData) -> dict[str, str]:
+    """Factors with one value among the people analysed (e.g. after filtering), each with a
+    sentence saying why it is left out of the model: a constant cannot explain differences,
+    and as a term it would only add a scale the data say nothing about."""
+    out = {}
+    c = data.cells.cells
+    for f in data.factors:
+        values = c.loc[c["n"] > 0, f].astype(str).unique()
+        if len(values) == 1:
+            out[f] = (f"'{f}' has one value in these data ('{values[0]}'), so it cannot explain "
+                      "differences and was left out.")
+    return out
+
+
+def model_notices(data: PreparedData,
+                  interactions: Iterable[str | Sequence[str]] | None = None) -> list[str]:
+    """Sentences about what the model leaves out of the user's choices (see
+    :func:`left_out_factors`), including intersections that use a left-out factor."""
+    left_out = left_out_factors(data)
+    notes = list(left_out.values())
+    for inter in parse_interactions(interactions):
+        gone = [f for f in inter if f in left_out]
+        if gone:
+            notes.append(f"The intersection {':'.join(inter)} was left out too, since "
+                         f"'{gone[0]}' has one value.")
+    return notes
+
+
 def model_spec(data: PreparedData, interactions: Iterable[str | Sequence[str]] | None = None,
                prior_strength: str | float = "moderate") -> ModelSpec:
-    """The model for prepared data: every factor, plus the chosen intersections."""
+    """The model for prepared data: every factor with two values or more, plus the chosen
+    intersections of them (what is left out is said by :func:`model_notices`)."""
+    left_out = left_out_factors(data)
     return ModelSpec(
         outcome=data.outcome, treatment=data.treatment, treated=data.treated,
-        control=data.control, family=data.family, factors=tuple(data.factors),
-        interactions=parse_interactions(interactions), priors=Priors.preset(prior_strength),
-        success=data.success,
+        control=data.control, family=data.family,
+        factors=tuple(f for f in data.factors if f not in left_out),
+        interactions=tuple(t for t in parse_interactions(interactions)
+                           if not any(f in left_out for f in t)),
+        priors=Priors.preset(prior_strength), success=data.success,
     )
 
 
-def data_info(data: PreparedData) -> dict:
-    """What a fit records about its data: counts and fingerprint, never rows."""
+def data_info(data: PreparedData,
+              interactions: Iterable[str | Sequence[str]] | None = None) -> dict:
+    """What a fit records about its data: counts and fingerprint, never rows; and ``notices``,
+    sentences about choices the model left out (``left_out``: factor -> sentence)."""
     return {
+        "left_out": left_out_factors(data),
+        "notices": model_notices(data, interactions),
         "n_input_rows": int(data.n_input_rows), "n_used": int(data.n_rows),
         "dropped": {k: int(v) for k, v in data.dropped.items()},
         "fingerprint": data.fingerprint, "outcome": data.outcome, "treatment": data.treatment,
@@ -62,6 +98,8 @@ def fit(data: pd.DataFrame | PreparedData, outcome: str | None = None,
     :func:`hte.data.prepare` / :func:`hte.data.prepare_summaries` (then the role arguments are
     not needed). ``by`` are the factor columns; ``interactions`` the intersections to model,
     e.g. ``["gender:race"]``. ``progress(fraction, message)`` is called as sampling proceeds.
+    A factor with one value in the data is left out of the model, with a sentence in
+    ``fit.data_info["notices"]``.
     """
     from hte.fitting import fit_cells
 
@@ -78,4 +116,4 @@ def fit(data: pd.DataFrame | PreparedData, outcome: str | None = None,
     settings = SamplerSettings(chains=chains, warmup=warmup, draws=draws, seed=seed,
                                target_accept=target_accept)
     return fit_cells(prepared.cells, spec, settings, progress=progress,
-                     data_info=data_info(prepared))
+                     data_info=data_info(prepared, interactions))

@@ -192,11 +192,19 @@ def from_summaries(cells: pd.DataFrame, factors: tuple[str, ...] | list[str], fa
     if family == GAUSSIAN:
         mean = cells["mean"].astype(np.float64).to_numpy()
         sd = cells["sd"].astype(np.float64).fillna(0.0).to_numpy() if "sd" in cells else 0.0 * n
-        work["_sum"] = n * mean
-        work["_sq"] = np.where(n > 1, (n - 1) * sd**2, 0.0) + n * mean**2
-        g = work.groupby(keys, sort=False, observed=True)[["n", "_sum", "_sq"]].sum().reset_index()
-        g["mean"] = g["_sum"] / g["n"]
-        g["ss"] = np.clip(g["_sq"] - g["n"] * g["mean"] ** 2, 0.0, None)
+        # Pooled around the pooled mean: SS = sum[(n_i - 1) sd_i^2 + n_i (mean_i - mean)^2],
+        # exact algebra without the cancellation of sum(n_i mean_i^2) - n mean^2.
+        # The pooled mean is a reference (the first row's mean) plus the weighted mean of the
+        # deviations from it, which keeps its digits when the means are large and close.
+        work["_mean"] = mean
+        grouped = work.groupby(keys, sort=False, observed=True)
+        ref = grouped["_mean"].transform("first").to_numpy()
+        work["_dev"] = n * (mean - ref)
+        pooled = ref + (grouped["_dev"].transform("sum") / grouped["n"].transform("sum")).to_numpy()
+        work["_pooled"] = pooled
+        work["_ss"] = np.where(n > 1, (n - 1) * sd**2, 0.0) + n * (mean - pooled) ** 2
+        g = (work.groupby(keys, sort=False, observed=True)
+             .agg(n=("n", "sum"), mean=("_pooled", "first"), ss=("_ss", "sum")).reset_index())
         out = g[[*keys, "n", "mean", "ss"]].copy()
     else:
         work["successes"] = cells["successes"].astype(np.float64).to_numpy()

@@ -16,10 +16,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from hte.decisions import MIN_ARM, SMALL_ARM
 from hte.errors import HteError
 
-JSON_EFFECT_FIELDS = ["n", "mean", "sd", "lower", "upper", "p_above", "p_practically_zero",
-                      "p_below", "verdict", "raw_mean", "raw_se"]
+JSON_EFFECT_FIELDS = ["n", "n_treated", "n_control", "mean", "sd", "lower", "upper", "p_above",
+                      "p_practically_zero", "p_below", "verdict", "extrapolated", "small_arm",
+                      "raw_mean", "raw_se"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--interval", type=float, default=0.9, help="credible interval level")
     f.add_argument("--cutoff", type=float, default=0.9,
                    help="probability a verdict needs (default 0.9)")
+    f.add_argument("--min-arm", type=int, default=MIN_ARM, metavar="N",
+                   help="people a group needs in each arm for a verdict; with fewer treated or "
+                        f"control people it is 'extrapolated' (default {MIN_ARM})")
     f.add_argument("--prior-strength", default="moderate",
                    help="weak, moderate (default) or strong pooling of subgroup effects")
     f.add_argument("--chains", type=int, default=4)
@@ -82,7 +87,7 @@ def _clean(value: object) -> object:
     return value
 
 
-def effects_json(fit, table) -> dict:
+def effects_json(fit, table, min_arm: int = MIN_ARM) -> dict:
     """The documented JSON document for a fit and its effect table."""
     effects = []
     for _, row in table.iterrows():
@@ -95,6 +100,8 @@ def effects_json(fit, table) -> dict:
         "diagnostics": {"max_r_hat": _clean(d.max_r_hat), "min_ess_bulk": _clean(d.min_ess_bulk),
                         "divergences": int(d.divergences), "seconds": round(d.seconds, 3),
                         "ok": d.ok, "advice": d.advice()},
+        "decision": {"min_arm": int(min_arm), "small_arm": SMALL_ARM},
+        "notices": list(fit.data_info.get("notices", [])),
         "effects": effects,
     }
 
@@ -125,7 +132,8 @@ def run_fit(args: argparse.Namespace) -> int:
     from hte.decisions import DecisionRule
 
     t0 = time.perf_counter()
-    DecisionRule(args.threshold, args.interval, args.cutoff)  # refuse bad settings before fitting
+    DecisionRule(args.threshold, args.interval, args.cutoff,
+                 args.min_arm)  # refuse bad settings before fitting
     table = read_table(args.data)
     prepared = prepare(table, Roles(outcome=args.outcome, treatment=args.treatment,
                                     treated=args.treated, factors=tuple(args.by),
@@ -136,22 +144,27 @@ def run_fit(args: argparse.Namespace) -> int:
     fit = fit_model(prepared, interactions=args.interact, prior_strength=args.prior_strength,
                     chains=args.chains, warmup=args.warmup, draws=args.draws, seed=args.seed,
                     progress=_progress(args.quiet))
+    for notice in fit.data_info.get("notices", []):
+        print(f"note: {notice}", file=sys.stderr)
     table = fit.effect_table(threshold=args.threshold, interval=args.interval,
-                             cutoff=args.cutoff)
+                             cutoff=args.cutoff, min_arm=args.min_arm)
     if args.json:
-        args.json.write_text(json.dumps(effects_json(fit, table), indent=2))
+        args.json.write_text(json.dumps(effects_json(fit, table, args.min_arm), indent=2))
     if args.save:
         fit.save(args.save)
     if args.netcdf:
         fit.to_netcdf(args.netcdf)
     if not args.quiet:
         print(summary_text(fit, table, args.threshold, args.interval,
-                           time.perf_counter() - t0))
+                           time.perf_counter() - t0, args.min_arm))
     return 0
 
 
-def summary_text(fit, table, threshold: float, interval: float, seconds: float) -> str:
+def summary_text(fit, table, threshold: float, interval: float, seconds: float,
+                 min_arm: int = MIN_ARM) -> str:
     """A plain-text report: model, diagnostics verdict, and the effect table."""
+    from hte.decisions import verdict_text
+
     binary = fit.binary
     unit = " (difference in probability)" if binary else ""
     lines = [f"Model: {fit.formula}", fit.diagnostics.verdict(), "",
@@ -162,7 +175,10 @@ def summary_text(fit, table, threshold: float, interval: float, seconds: float) 
     for _, r in table.iterrows():
         lines.append(f"  {r['label']:{width}s} {r['n']:7d} {r['mean']:8.3f} {r['lower']:8.3f} "
                      f"{r['upper']:8.3f} {r['p_above']:6.2f} {r['p_practically_zero']:6.2f} "
-                     f"{r['p_below']:6.2f}  {r['verdict']}")
+                     f"{r['p_below']:6.2f}  {verdict_text(r, min_arm)}")
+    if table["extrapolated"].any():
+        lines.append(f"\nExtrapolated: fewer than {min_arm:,} treated or control people, so the "
+                     "model borrows the estimate from other groups and gives no verdict.")
     lines.append(f"\nDone in {seconds:.1f} s.")
     return "\n".join(lines)
 

@@ -11,7 +11,10 @@ Conventions shared by all figures:
   the effects (probability for binary outcomes);
 - verdicts have fixed, colour-blind safe colours (Okabe–Ito) and marker shapes, so colour is never
   the only cue: likely positive is a blue up-triangle, likely negative a vermillion down-triangle,
-  practically zero a green square, uncertain a grey circle;
+  practically zero a green square, uncertain a grey circle; an *extrapolated* group (too few
+  people in an arm for a verdict) a hollow light-grey circle;
+- a group with a small arm (fewer than :data:`hte.decisions.SMALL_ARM` people) is marked ⚠ next to
+  its name and with a dark ring round its point, with a legend entry saying so;
 - the band of practically-zero effects (-threshold, +threshold) is shaded green.
 
 :func:`csv_bytes` writes tables for download with spreadsheet formulas neutralized.
@@ -30,11 +33,14 @@ import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from hte.decisions import (
+    EXTRAPOLATED,
     LIKELY_NEGATIVE,
     LIKELY_POSITIVE,
     PRACTICALLY_ZERO,
+    SMALL_ARM,
     UNCERTAIN,
     VERDICTS,
+    arm_phrase,
     effect_decimals,
     format_effect,
     format_number,
@@ -57,21 +63,26 @@ VERDICT_COLORS: dict[str, str] = {
     LIKELY_NEGATIVE: VERMILLION,
     PRACTICALLY_ZERO: GREEN,
     UNCERTAIN: GREY,
+    EXTRAPOLATED: "#A6A6A6",
 }
 VERDICT_SYMBOLS: dict[str, str] = {
     LIKELY_POSITIVE: "triangle-up",
     LIKELY_NEGATIVE: "triangle-down",
     PRACTICALLY_ZERO: "square",
     UNCERTAIN: "circle",
+    EXTRAPOLATED: "circle-open",
 }
+#: Legend names of the verdicts where they need more words than the verdict itself.
+VERDICT_NAMES: dict[str, str] = {EXTRAPOLATED: "extrapolated (too few people in an arm)"}
+#: The mark of a group with a small arm, next to its name.
+SMALL_MARK = "⚠"
+SMALL_ARM_NAME = f"{SMALL_MARK} fewer than {SMALL_ARM} people in an arm"
 #: Categorical colours (Okabe–Ito, yellow last: it is hard to read on white).
 PALETTE = (BLUE, ORANGE, GREEN, PURPLE, SKY, VERMILLION, "#000000", "#F0E442")
 DASHES = ("solid", "dash", "dot", "dashdot")
 ARM_COLORS = {"treated": BLUE, "control": ORANGE}
 BAND_COLOR = GREEN
 BAND_OPACITY = 0.13
-#: Cells with fewer people than this are marked on heatmaps.
-FEW_PEOPLE = 20
 
 _FONT = {"family": "Source Sans Pro, Helvetica Neue, Arial, sans-serif", "size": 15,
          "color": INK}
@@ -138,6 +149,41 @@ def level_text(row: Mapping, by: str | None = None) -> str:
     return " · ".join(str(row[f]) for f in by.split(" × "))
 
 
+def arm_marks(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(extrapolated, small_arm) of each row: the table's flag columns, or, for a table without
+    them, the verdict and the people per arm."""
+    n = len(table)
+    if "extrapolated" in table.columns:
+        extrapolated = table["extrapolated"].fillna(False).to_numpy(dtype=bool)
+    elif "verdict" in table.columns:
+        extrapolated = (table["verdict"] == EXTRAPOLATED).to_numpy()
+    else:
+        extrapolated = np.zeros(n, dtype=bool)
+    if "small_arm" in table.columns:
+        small = table["small_arm"].fillna(False).to_numpy(dtype=bool)
+    elif {"n_treated", "n_control"} <= set(table.columns):
+        small = (np.minimum(table["n_treated"], table["n_control"]) < SMALL_ARM).to_numpy()
+    else:
+        small = np.zeros(n, dtype=bool)
+    return extrapolated, small | extrapolated
+
+
+def _arm_note(row: Mapping) -> str | None:
+    """A hover line on an extrapolated group or a small arm, or None."""
+    if "n_treated" not in row or "n_control" not in row or pd.isna(row.get("n_treated")):
+        return None
+    n_t, n_c = int(row["n_treated"]), int(row["n_control"])
+    if bool(row.get("extrapolated", False)) or row.get("verdict") == EXTRAPOLATED:
+        # the arm(s) below the rule's minimum are unknown here; name the smaller one
+        words = arm_phrase(n_t, n_c, min(n_t, n_c) + 1)
+        return (f"<b>Extrapolated</b>: {words}, so the estimate is borrowed from other groups; "
+                "no verdict")
+    if bool(row.get("small_arm", False)):
+        arm = f"{n_t:,} treated" if n_t <= n_c else f"{n_c:,} in the control group"
+        return f"{SMALL_MARK} Small arm: only {arm}; the estimate leans on other groups"
+    return None
+
+
 def _hover(row: Mapping, *, threshold: float, binary: bool, decimals: int,
            interval: float | None = None) -> str:
     d = format_effect(threshold, binary)
@@ -165,6 +211,9 @@ def _hover(row: Mapping, *, threshold: float, binary: bool, decimals: int,
         lines.append(f"Raw difference in means {format_effect(row['raw_mean'], binary, decimals)}")
     if "verdict" in row:
         lines.append(f"Verdict: {row['verdict']}")
+    note = _arm_note(row)
+    if note:
+        lines.append(note)
     return "<br>".join(lines)
 
 
@@ -203,6 +252,8 @@ def forest_plot(table: pd.DataFrame, *, threshold: float, binary: bool, outcome:
     """
     k = unit_factor(binary)
     decimals = effect_decimals(table["mean"], binary)
+    extrapolated, small = arm_marks(table)
+    marked = pd.Series(small, index=table.index)
     ticks: list[tuple[float, str]] = []
     ys: dict = {}
     separators: list[float] = []
@@ -214,29 +265,38 @@ def forest_plot(table: pd.DataFrame, *, threshold: float, binary: bool, outcome:
             ticks.append((y, f"<b>{by}</b>"))
             y += 1
         for idx, row in block.iterrows():
-            text = level_text(row, by)
+            text = level_text(row, by) + (f" {SMALL_MARK}" if marked[idx] else "")
             ticks.append((y, f"<b>{text}</b>" if by == "Everyone" else text))
             ys[idx] = y
             y += 1
-    frame = table.assign(_y=pd.Series(ys))
+    frame = table.assign(_y=pd.Series(ys), extrapolated=extrapolated, small_arm=small)
+    frame.loc[extrapolated, "verdict"] = EXTRAPOLATED
     fig = go.Figure()
     for verdict in VERDICTS:
         rows = frame[frame["verdict"] == verdict]
         if rows.empty:
             continue
+        hollow = verdict == EXTRAPOLATED
+        ring = rows["small_arm"].to_numpy() & (not hollow)
         fig.add_trace(go.Scatter(
-            x=rows["mean"] * k, y=rows["_y"], mode="markers", name=verdict,
+            x=rows["mean"] * k, y=rows["_y"], mode="markers",
+            name=VERDICT_NAMES.get(verdict, verdict),
             marker={"color": VERDICT_COLORS[verdict], "symbol": VERDICT_SYMBOLS[verdict],
                     "size": [16 if b == "Everyone" else 12 for b in rows["by"]],
-                    "line": {"width": 1, "color": "white"}},
+                    "line": {"width": 2 if hollow else [2.5 if r else 1 for r in ring],
+                             "color": VERDICT_COLORS[verdict] if hollow
+                             else [INK if r else "white" for r in ring]}},
             error_x={"type": "data", "symmetric": False,
                      "array": (rows["upper"] - rows["mean"]) * k,
                      "arrayminus": (rows["mean"] - rows["lower"]) * k,
-                     "color": VERDICT_COLORS[verdict], "thickness": 2.5, "width": 0},
+                     "color": VERDICT_COLORS[verdict], "thickness": 1.5 if hollow else 2.5,
+                     "width": 0},
             text=[_hover(r, threshold=threshold, binary=binary, decimals=decimals,
                          interval=interval) for _, r in rows.iterrows()],
             hovertemplate="%{text}<extra></extra>",
         ))
+    if small.any():
+        _small_arm_legend(fig)
     _band(fig, threshold, binary)
     for s in separators:
         fig.add_hline(y=s, line_color="#E4E4E4", line_width=1)
@@ -247,6 +307,14 @@ def forest_plot(table: pd.DataFrame, *, threshold: float, binary: bool, outcome:
     _layout(fig, height=int(max(320, 30 * len(ticks) + 140)),
             legend_title_text="Verdict: ", showlegend=True)   # even with a single verdict
     return fig
+
+
+def _small_arm_legend(fig: go.Figure) -> None:
+    """A legend entry (no data) explaining the small-arm mark: a white point with a dark ring."""
+    fig.add_trace(go.Scatter(
+        x=[None], y=[None], mode="markers", name=SMALL_ARM_NAME, hoverinfo="skip",
+        marker={"color": "white", "symbol": "circle", "size": 12,
+                "line": {"width": 2.5, "color": INK}}))
 
 
 # -- densities ------------------------------------------------------------------------------------
@@ -350,12 +418,14 @@ def _rgba(hex_color: str, alpha: float) -> str:
 
 def heatmap(table: pd.DataFrame, rows: str, cols: str, *, levels: Mapping[str, Sequence[str]],
             color: str = "p_above", threshold: float, binary: bool, outcome: str,
-            interval: float = 0.9, few: int = FEW_PEOPLE,
+            interval: float = 0.9,
             selected: tuple[str, str] | None = None) -> go.Figure:
     """Level combinations of two factors, coloured by P(effect > threshold) or the mean effect.
 
     ``table`` is :meth:`Fit.effects` with ``by=[rows, cols]`` (either order). Each cell shows
-    its value and n; cells with fewer than ``few`` people get a dotted outline and a note;
+    its value and n. A cell with a small arm (:func:`arm_marks`) gets a dotted outline and ⚠; an
+    extrapolated cell (too few people in an arm for a verdict) is not coloured: it is light grey,
+    outlined with dashes and says "extrapolated" (its numbers stay in the hover text);
     combinations nobody is in are left blank. ``selected`` (row level, column level) gets a solid
     outline. An invisible marker sits on every cell with people, so a click on the cell selects
     a point (x = column index, y = row index) in apps that listen for selections.
@@ -366,9 +436,13 @@ def heatmap(table: pd.DataFrame, rows: str, cols: str, *, levels: Mapping[str, S
     r_levels = [str(v) for v in levels[rows]]
     c_levels = [str(v) for v in levels[cols]]
     decimals = effect_decimals(table["mean"], binary)
-    index = {(str(r[rows]), str(r[cols])): r for _, r in table.iterrows()}
+    extrapolated, small_arm = arm_marks(table)
+    flags = table.assign(extrapolated=extrapolated, small_arm=small_arm)
+    index = {(str(r[rows]), str(r[cols])): r for _, r in flags.iterrows()}
     z, text, hover = [], [], []
     small: list[tuple[int, int]] = []
+    borrowed: list[tuple[int, int]] = []
+    present: list[tuple[int, int]] = []
     for i, rl in enumerate(r_levels):
         z_row, t_row, h_row = [], [], []
         for j, cl in enumerate(c_levels):
@@ -378,16 +452,26 @@ def heatmap(table: pd.DataFrame, rows: str, cols: str, *, levels: Mapping[str, S
                 t_row.append("nobody")
                 h_row.append(f"<b>{rows} = {rl}, {cols} = {cl}</b><br>Nobody in the data")
                 continue
+            present.append((i, j))
+            n = int(r["n"])
+            h_row.append(_hover(r, threshold=threshold, binary=binary, decimals=decimals,
+                                interval=interval))
+            if r["extrapolated"]:
+                z_row.append(None)
+                arms = ", ".join(f"{int(r[c]):,} {a}" for c, a in
+                                 (("n_treated", "treated"), ("n_control", "control"))
+                                 if c in r and int(r[c]) == min(int(r["n_treated"]),
+                                                                int(r["n_control"])))
+                t_row.append(f"extrapolated<br>n = {n:,} ({arms})")
+                borrowed.append((i, j))
+                continue
             value = float(r[color]) * (1 if color == "p_above" else k)
             z_row.append(value)
             shown = (format_probability(r["p_above"]) if color == "p_above"
                      else format_effect(r["mean"], binary, decimals))
-            n = int(r["n"])
-            note = " ⚠ few" if n < few else ""
+            note = f" {SMALL_MARK}" if r["small_arm"] else ""
             t_row.append(f"{shown}<br>n = {n:,}{note}")
-            h_row.append(_hover(r, threshold=threshold, binary=binary, decimals=decimals,
-                                interval=interval))
-            if n < few:
+            if r["small_arm"]:
                 small.append((i, j))
         z.append(z_row)
         text.append(t_row)
@@ -413,8 +497,7 @@ def heatmap(table: pd.DataFrame, rows: str, cols: str, *, levels: Mapping[str, S
         zmid=zmid, xgap=3, ygap=3,
         colorbar={"title": {"text": bar_title, "side": "right"}, "tickformat": tickformat},
     ))
-    cells = [(i, j) for i in range(len(r_levels)) for j in range(len(c_levels))
-             if z[i][j] is not None]
+    cells = present
     fig.add_trace(go.Scatter(
         x=[j for _, j in cells], y=[i for i, _ in cells], mode="markers", name="cells",
         showlegend=False, text=[hover[i][j] for i, j in cells],
@@ -425,6 +508,16 @@ def heatmap(table: pd.DataFrame, rows: str, cols: str, *, levels: Mapping[str, S
     for i, j in small:
         fig.add_shape(type="rect", x0=j - 0.47, x1=j + 0.47, y0=i - 0.47, y1=i + 0.47,
                       line={"color": INK, "width": 2, "dash": "dot"})
+    for i, j in borrowed:
+        fig.add_shape(type="rect", x0=j - 0.47, x1=j + 0.47, y0=i - 0.47, y1=i + 0.47,
+                      layer="below", fillcolor="#E3E3E3",
+                      line={"color": GREY, "width": 1.5, "dash": "dash"})
+    notes = []
+    if small:
+        notes.append(f"{SMALL_MARK} dotted outline: fewer than {SMALL_ARM} people in an arm")
+    if borrowed:
+        notes.append("grey, dashed: extrapolated (too few people in an arm for a verdict; the "
+                     "estimate is borrowed from other groups)")
     if selected is not None and selected[0] in r_levels and selected[1] in c_levels:
         i, j = r_levels.index(str(selected[0])), c_levels.index(str(selected[1]))
         fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5,
@@ -433,8 +526,13 @@ def heatmap(table: pd.DataFrame, rows: str, cols: str, *, levels: Mapping[str, S
                      showgrid=False, side="top", ticks="")
     fig.update_yaxes(tickvals=list(range(len(r_levels))), ticktext=r_levels, title_text=rows,
                      autorange="reversed", ticks="")
-    _layout(fig, height=int(max(300, 90 * len(r_levels) + 140)))
-    fig.update_layout(margin={"t": 80}, clickmode="event+select", dragmode=False)
+    _layout(fig, height=int(max(300, 90 * len(r_levels) + 140 + 22 * len(notes))))
+    fig.update_layout(margin={"t": 80, "b": 10 + 22 * len(notes)}, clickmode="event+select",
+                      dragmode=False)
+    if notes:
+        fig.add_annotation(text="<br>".join(notes), xref="paper", yref="paper", x=0, y=0,
+                           xanchor="left", yanchor="top", yshift=-4, showarrow=False,
+                           align="left", font={"size": 13, "color": INK}, name="arm notes")
     return fig
 
 
@@ -448,7 +546,8 @@ def shrinkage_plot(table: pd.DataFrame, *, binary: bool, outcome: str,
     factors orange diamonds. A grey stem joins each point to the dashed diagonal, where it would be
     without pooling, so the length of the stem is how far pooling moved it; the horizontal line is
     the overall effect the noisy estimates are pulled towards. Groups without a raw estimate (an
-    empty arm) are left out.
+    empty arm) are left out; extrapolated groups are hollow grey circles, and groups with a small
+    arm have a dark ring (:func:`arm_marks`).
     """
     k = unit_factor(binary)
     t = table[table["by"] != "Everyone"].dropna(subset=["raw_mean"])
@@ -470,21 +569,35 @@ def shrinkage_plot(table: pd.DataFrame, *, binary: bool, outcome: str,
                                  hoverinfo="skip", line={"color": "#BBBBBB", "width": 1.5}))
     n_max = float(t["n"].max()) if len(t) else 1.0
     combined = t["by"].str.contains(" × ", regex=False)
-    for name, rows, color, symbol in (("level of one factor", t[~combined], BLUE, "circle"),
-                                      ("combination of factors", t[combined], ORANGE,
-                                       "diamond")):
+    extrapolated, small = arm_marks(t)
+    t = t.assign(extrapolated=extrapolated, small_arm=small)
+    kinds = (("level of one factor", ~combined & ~extrapolated, BLUE, "circle"),
+             ("combination of factors", combined & ~extrapolated, ORANGE, "diamond"),
+             (VERDICT_NAMES[EXTRAPOLATED], pd.Series(extrapolated, index=t.index),
+              VERDICT_COLORS[EXTRAPOLATED], "circle-open"))
+    for name, sel, color, symbol in kinds:
+        rows = t[sel.to_numpy()]
         if rows.empty:
             continue
+        ring = small[sel.to_numpy()]
+        hollow = symbol.endswith("-open")
         fig.add_trace(go.Scatter(
             x=rows["raw_mean"] * k, y=rows["mean"] * k, mode="markers", name=name,
             marker={"color": color, "symbol": symbol,
                     "size": 7 + 28 * np.sqrt(rows["n"].to_numpy(float) / n_max),
-                    "line": {"width": 1, "color": "white"}, "opacity": 0.85},
+                    "line": {"width": 2 if hollow else [2.5 if r else 1 for r in ring],
+                             "color": color if hollow else [INK if r else "white"
+                                                            for r in ring]},
+                    "opacity": 0.85},
             text=[f"<b>{r['label']}</b><br>n = {int(r['n']):,}<br>Raw difference "
                   f"{format_effect(r['raw_mean'], binary, decimals)}<br>Model estimate "
-                  f"{format_effect(r['mean'], binary, decimals)}" for _, r in rows.iterrows()],
+                  f"{format_effect(r['mean'], binary, decimals)}"
+                  + (f"<br>{note}" if (note := _arm_note(r)) else "")
+                  for _, r in rows.iterrows()],
             hovertemplate="%{text}<extra></extra>",
         ))
+    if (small & ~extrapolated).any():
+        _small_arm_legend(fig)
     if overall is not None:
         fig.add_hline(y=overall * k, line_color=INK, line_width=1.5,
                       annotation_text="overall effect", annotation_position="bottom right")

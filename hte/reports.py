@@ -41,13 +41,17 @@ import numpy as np
 import pandas as pd
 
 from hte.decisions import (
+    EXTRAPOLATED,
     LIKELY_NEGATIVE,
     LIKELY_POSITIVE,
+    MIN_ARM,
     PRACTICALLY_ZERO,
+    SMALL_ARM,
     UNCERTAIN,
     DecisionRule,
     sentence,
     summarize,
+    verdict_text,
 )
 from hte.effects import group_label
 from hte.errors import ReportError
@@ -73,7 +77,8 @@ EVERYONE = "Everyone"
 
 #: Columns of :meth:`Snapshot.effects` after the factor columns (as in ``Fit.effects``).
 EFFECT_COLUMNS = ["n", "n_treated", "n_control", "mean", "median", "sd", "lower", "upper",
-                  "p_above", "p_practically_zero", "p_below", "verdict", "raw_mean", "raw_se"]
+                  "p_above", "p_practically_zero", "p_below", "verdict", "extrapolated",
+                  "small_arm", "raw_mean", "raw_se"]
 _COUNTS = ["n", "n_treated", "n_control"]
 _RAW = ["raw_mean", "raw_se"]
 #: What a snapshot keeps of ``Fit.data_info``; anything else a fit records is left behind.
@@ -93,8 +98,10 @@ class Snapshot:
     ``groups`` has one row per published group: ``by`` (e.g. "gender × race", or "Everyone"),
     ``label``, one column per factor (the group's level, or None), ``n``, ``n_treated``,
     ``n_control``, ``raw_mean``, ``raw_se``. ``draws`` is (draws x groups), float32, the joint
-    posterior draws of the groups' effects in ``groups`` order. ``threshold``, ``interval`` and
-    ``cutoff`` are the analyst's choices at publishing, the defaults of the view.
+    posterior draws of the groups' effects in ``groups`` order. ``threshold``, ``interval``,
+    ``cutoff`` and ``min_arm`` are the analyst's choices at publishing, the defaults of the view;
+    the flags ``extrapolated`` and ``small_arm`` are recomputed from the stored people per arm with
+    the same rule as :meth:`hte.result.Fit.effects`.
     """
 
     title: str
@@ -116,6 +123,7 @@ class Snapshot:
     threshold: float = 0.0
     interval: float = 0.9
     cutoff: float = 0.9
+    min_arm: int = MIN_ARM
 
     def __post_init__(self) -> None:
         draws = np.array(self.draws, dtype=np.float32)  # a private, read-only copy
@@ -130,7 +138,7 @@ class Snapshot:
     def from_fit(cls, fit: Fit, *, title: str = "", note: str = "", min_cell: int = MIN_CELL,
                  max_draws: int = MAX_DRAWS, expires: datetime | date | None = None,
                  threshold: float = 0.0, interval: float = 0.9, cutoff: float = 0.9,
-                 pairs: bool = True) -> Snapshot:
+                 pairs: bool = True, min_arm: int = MIN_ARM) -> Snapshot:
         """The report of ``fit``: everyone, each factor level and (``pairs``) each pair of factors.
 
         Groups with fewer than ``min_cell`` people, and the complementary groups that would give
@@ -138,7 +146,7 @@ class Snapshot:
         evenly spaced over the chains. ``expires`` is a time (naive means UTC) or a date (the
         link works until the end of that day, UTC).
         """
-        DecisionRule(threshold, interval, cutoff)  # validates, with the user's message
+        rule = DecisionRule(threshold, interval, cutoff, min_arm)  # validates, user's message
         title, note = _clean_text(title, "title", MAX_TITLE), _clean_text(note, "note", MAX_NOTE)
         if isinstance(min_cell, bool) or not isinstance(min_cell, int | np.integer) \
                 or min_cell < 1:
@@ -182,6 +190,7 @@ class Snapshot:
             data=json.loads(json.dumps(data)), diagnostics=fit.diagnostics.to_dict(),
             groups=groups, draws=draws, min_cell=int(min_cell), withheld=int(hidden.sum()),
             threshold=float(threshold), interval=float(interval), cutoff=float(cutoff),
+            min_arm=rule.min_arm,
         )
 
     # -- reading ---------------------------------------------------------------------------
@@ -200,10 +209,11 @@ class Snapshot:
 
     def rule(self, threshold: float | None = None, interval: float | None = None,
              cutoff: float | None = None) -> DecisionRule:
-        """The decision rule, with the analyst's published choices as defaults."""
+        """The decision rule, with the analyst's published choices as defaults (``min_arm`` is
+        always the analyst's)."""
         return DecisionRule(self.threshold if threshold is None else float(threshold),
                             self.interval if interval is None else float(interval),
-                            self.cutoff if cutoff is None else float(cutoff))
+                            self.cutoff if cutoff is None else float(cutoff), self.min_arm)
 
     @cached_property
     def _members(self) -> list[frozenset[tuple[str, str]]]:
@@ -265,10 +275,12 @@ class Snapshot:
         head = self.groups.iloc[rows].reset_index(drop=True)
         head = head[["by", "label", *self.factors, *_COUNTS]]
         if rows:
-            summary = summarize(self.draws[:, rows], rule)
+            summary = summarize(self.draws[:, rows], rule, head["n_treated"], head["n_control"])
         else:
-            summary = pd.DataFrame({c: pd.Series(dtype=float) for c in EFFECT_COLUMNS[3:-3]})
+            summary = pd.DataFrame({c: pd.Series(dtype=float) for c in EFFECT_COLUMNS[3:-5]})
             summary["verdict"] = pd.Series(dtype=str)
+            for c in ("extrapolated", "small_arm"):
+                summary[c] = pd.Series(dtype=bool)
         out = pd.concat([head, summary], axis=1)
         for col in _RAW:
             out[col] = self.groups[col].to_numpy()[rows]
@@ -282,10 +294,14 @@ class Snapshot:
         Returns the summary (as :func:`hte.decisions.summarize`, plus the labels ``a``, ``b``)
         and the draws of the difference, like :meth:`hte.result.Fit.contrast`.
         """
+        from hte.result import contrast_row
+
         i, j = self.index_of(a), self.index_of(b)
         diff = self.draws[:, i].astype(np.float64) - self.draws[:, j].astype(np.float64)
-        row = summarize(diff, self.rule(threshold, interval, cutoff)).iloc[0].to_dict()
-        row.update(a=str(self.groups["label"].iloc[i]), b=str(self.groups["label"].iloc[j]))
+        counts = [(int(self.groups["n_treated"].iloc[k]), int(self.groups["n_control"].iloc[k]))
+                  for k in (i, j)]
+        row = contrast_row(diff, self.rule(threshold, interval, cutoff), counts,
+                           str(self.groups["label"].iloc[i]), str(self.groups["label"].iloc[j]))
         return row, diff
 
     # -- serialization ---------------------------------------------------------------------
@@ -300,7 +316,7 @@ class Snapshot:
             "treated": self.treated, "control": self.control, "factors": list(self.factors),
             "data": self.data, "diagnostics": self.diagnostics, "min_cell": self.min_cell,
             "withheld": self.withheld, "threshold": self.threshold, "interval": self.interval,
-            "cutoff": self.cutoff,
+            "cutoff": self.cutoff, "min_arm": self.min_arm,
             "groups": {
                 "by": [str(x) for x in self.groups["by"]],
                 "label": [str(x) for x in self.groups["label"]],
@@ -345,7 +361,7 @@ class Snapshot:
                 diagnostics=dict(meta["diagnostics"]), groups=head, draws=arrays["draws"],
                 min_cell=int(meta["min_cell"]), withheld=int(meta["withheld"]),
                 threshold=float(meta["threshold"]), interval=float(meta["interval"]),
-                cutoff=float(meta["cutoff"]),
+                cutoff=float(meta["cutoff"]), min_arm=int(meta.get("min_arm", MIN_ARM)),
             )
         except ReportError:
             raise
@@ -425,7 +441,7 @@ def withheld_groups(groups: Sequence[Mapping[str, str]], sizes: Sequence[int],
 # --------------------------------------------------------------------------------------------
 
 VERDICT_COLORS = {LIKELY_POSITIVE: "#1a7f37", PRACTICALLY_ZERO: "#3b6bb5",
-                  LIKELY_NEGATIVE: "#c62828", UNCERTAIN: "#8a8a8a"}
+                  LIKELY_NEGATIVE: "#c62828", UNCERTAIN: "#8a8a8a", EXTRAPOLATED: "#c8c8c8"}
 _PLOT_LABEL = 60
 
 
@@ -677,7 +693,11 @@ def report_html(snapshot: Snapshot, threshold: float | None = None,
     parts.append("<h2>Decision rule</h2><p>"
                  + _e(f"Effects within ±{delta:g} {unit} count as practically zero; intervals "
                       f"are {rule.interval:.0%} credible intervals; a verdict needs a "
-                      f"{rule.cutoff:.0%} posterior probability.") + "</p>")
+                      f"{rule.cutoff:.0%} posterior probability and at least {rule.min_arm:,} "
+                      "people in each arm; a group with fewer treated or control people is "
+                      "extrapolated: its estimate is borrowed from the other groups and gets no "
+                      f"verdict. ⚠ marks groups with fewer than {SMALL_ARM} people in an arm.")
+                 + "</p>")
 
     parts.append("<h2>Effects</h2>")
     for i, (name, fig) in enumerate(report_figures(snapshot, rule.threshold, rule.interval,
@@ -699,7 +719,9 @@ def report_html(snapshot: Snapshot, threshold: float | None = None,
                   for c in ("mean", "lower", "upper")]
         cells += [f'<td class="num">{_fmt_p(r[at[c]])}</td>'
                   for c in ("p_above", "p_practically_zero", "p_below")]
-        cells.append(f"<td>{_e(r[at['verdict']])}</td>")
+        flags = {c: r[at[c]] for c in ("verdict", "extrapolated", "small_arm", "n_treated",
+                                         "n_control")}
+        cells.append(f"<td>{_e(verdict_text(flags, rule.min_arm))}</td>")
         cells += [f'<td class="num">{_fmt_effect(r[at[c]], binary)}</td>' for c in _RAW]
         parts.append("<tr>" + "".join(cells) + "</tr>")
     parts.append("</tbody></table>")

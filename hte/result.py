@@ -20,7 +20,7 @@ import pandas as pd
 
 from hte import effects as fx
 from hte.cells import BINARY, CellTable
-from hte.decisions import DecisionRule, summarize
+from hte.decisions import EXTRAPOLATED, MIN_ARM, DecisionRule, arm_flags, summarize
 from hte.design import Design
 from hte.diagnostics import Diagnostics, parameter_table
 from hte.errors import HteError, SpecError
@@ -30,7 +30,8 @@ FORMAT_VERSION = 1
 
 #: Columns of :meth:`Fit.effects`, after the factor columns.
 EFFECT_COLUMNS = ["n", "n_treated", "n_control", "mean", "median", "sd", "lower", "upper",
-                  "p_above", "p_practically_zero", "p_below", "verdict", "raw_mean", "raw_se"]
+                  "p_above", "p_practically_zero", "p_below", "verdict", "extrapolated",
+                  "small_arm", "raw_mean", "raw_se"]
 
 
 @dataclass
@@ -129,6 +130,9 @@ class Fit:
             return ()
         by = (by,) if isinstance(by, str) else tuple(by)
         unknown = [f for f in by if f not in self.factors]
+        left_out = self.data_info.get("left_out", {})
+        if unknown and unknown[0] in left_out:
+            raise SpecError(left_out[unknown[0]])
         if unknown:
             raise SpecError(f"'{unknown[0]}' is not one of the model's factors "
                             f"({', '.join(self.factors) or 'none'}).")
@@ -136,15 +140,18 @@ class Fit:
 
     def effects(self, by: str | Sequence[str] | None = None, threshold: float = 0.0,
                 interval: float = 0.9, cutoff: float = 0.9,
-                population: pd.DataFrame | None = None) -> pd.DataFrame:
+                population: pd.DataFrame | None = None, min_arm: int = MIN_ARM) -> pd.DataFrame:
         """Tidy table of group effects: one row per combination of levels of ``by``.
 
         ``by=None`` gives the overall effect (ATE); ``by="gender"`` one row per gender;
         ``by=["gender", "race"]`` one row per observed gender x race combination. Columns: ``by``
         (e.g. "gender × race"), ``label``, one column per model factor (the level, or None),
-        then :data:`EFFECT_COLUMNS`.
+        then :data:`EFFECT_COLUMNS`. A group with fewer than ``min_arm`` treated or control
+        people in the sample is ``extrapolated`` (its verdict says so; see
+        :mod:`hte.decisions`), one with fewer than :data:`hte.decisions.SMALL_ARM` is flagged
+        ``small_arm``. With a ``population`` the counts, and so the flags, stay the sample's.
         """
-        rule = DecisionRule(threshold, interval, cutoff)
+        rule = DecisionRule(threshold, interval, cutoff, min_arm)
         by = self._by(by)
         groups = self.groups(by)
         draws = self.effect_draws(groups, population)
@@ -152,7 +159,6 @@ class Fit:
 
     def _table(self, by: tuple[str, ...], groups: list[dict[str, str]], draws: np.ndarray,
                rule: DecisionRule) -> pd.DataFrame:
-        summary = summarize(draws, rule)
         if by not in self._raw:
             self._raw[by] = fx.raw_estimates(self.cells, by)
         raw = self._raw[by]
@@ -168,32 +174,43 @@ class Fit:
         head["n_treated"] = keyed["n_treated"].fillna(0).astype(np.int64).to_numpy()
         head["n_control"] = keyed["n_control"].fillna(0).astype(np.int64).to_numpy()
         head["n"] = head["n_treated"] + head["n_control"]
+        summary = summarize(draws, rule, head["n_treated"], head["n_control"])
         out = pd.concat([head.reset_index(drop=True), summary], axis=1)
         out["raw_mean"] = keyed["raw_mean"].to_numpy()
         out["raw_se"] = keyed["raw_se"].to_numpy()
         return out[["by", "label", *self.factors, *EFFECT_COLUMNS]]
 
     def effect_table(self, threshold: float = 0.0, interval: float = 0.9, cutoff: float = 0.9,
-                     pairs: bool = True, population: pd.DataFrame | None = None) -> pd.DataFrame:
+                     pairs: bool = True, population: pd.DataFrame | None = None,
+                     min_arm: int = MIN_ARM) -> pd.DataFrame:
         """Everybody, every level of every factor, and (``pairs``) every pair of factors."""
         groupings: list[tuple[str, ...]] = [(), *((f,) for f in self.factors)]
         if pairs:
             groupings += list(itertools.combinations(self.factors, 2))
-        return pd.concat([self.effects(b, threshold, interval, cutoff, population)
+        return pd.concat([self.effects(b, threshold, interval, cutoff, population, min_arm)
                           for b in groupings], ignore_index=True)
+
+    def arm_counts(self, group: Mapping[str, str]) -> tuple[int, int]:
+        """People (treated, control) of ``group`` in the sample."""
+        cov = self.covariate
+        mask = fx.group_membership(cov, group)
+        return int(cov["n_treated"][mask].sum()), int(cov["n_control"][mask].sum())
 
     def contrast(self, a: Mapping[str, str], b: Mapping[str, str], threshold: float = 0.0,
                  interval: float = 0.9, cutoff: float = 0.9,
-                 population: pd.DataFrame | None = None) -> tuple[dict, np.ndarray]:
+                 population: pd.DataFrame | None = None,
+                 min_arm: int = MIN_ARM) -> tuple[dict, np.ndarray]:
         """Posterior of effect(a) - effect(b), draw by draw from the joint posterior.
 
-        Returns the summary (as :func:`hte.decisions.summarize`, plus labels) and the draws.
+        Returns the summary (as :func:`hte.decisions.summarize`, plus labels, each group's people
+        per arm and the flags) and the draws. If either group is extrapolated, so is the
+        difference: its verdict is "extrapolated".
         """
+        rule = DecisionRule(threshold, interval, cutoff, min_arm)
         draws = self.effect_draws([dict(a), dict(b)], population)
         diff = draws[:, 0] - draws[:, 1]
-        row = summarize(diff, DecisionRule(threshold, interval, cutoff)).iloc[0].to_dict()
-        row.update(a=fx.group_label(a), b=fx.group_label(b))
-        return row, diff
+        counts = [self.arm_counts(a), self.arm_counts(b)]
+        return contrast_row(diff, rule, counts, fx.group_label(a), fx.group_label(b)), diff
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -275,6 +292,19 @@ class Fit:
         """Save :meth:`to_inference_data` as netCDF."""
         self.to_inference_data().to_netcdf(str(path))
         return Path(path)
+
+
+def contrast_row(diff: np.ndarray, rule: DecisionRule, counts: Sequence[tuple[int, int]],
+                 a: str, b: str) -> dict:
+    """The summary of a difference of two groups' effects, flagged from both groups' arms."""
+    row = summarize(diff, rule).iloc[0].to_dict()
+    extrapolated, small = arm_flags([c[0] for c in counts], [c[1] for c in counts], rule)
+    if extrapolated.any():
+        row["verdict"] = EXTRAPOLATED
+    row.update(extrapolated=bool(extrapolated.any()), small_arm=bool(small.any()), a=a, b=b,
+               n_treated_a=counts[0][0], n_control_a=counts[0][1],
+               n_treated_b=counts[1][0], n_control_b=counts[1][1])
+    return row
 
 
 def _spec_to_dict(spec: ModelSpec) -> dict:

@@ -5,7 +5,7 @@ import streamlit as st
 
 import ui
 from hte import plots
-from hte.decisions import fix_article
+from hte.decisions import contrast_sentence, fix_article
 from hte.errors import HteError
 
 ANYONE = "(anyone)"
@@ -44,7 +44,8 @@ with right, st.container(border=True):
     b = group_picker("b", {f0: levels0[min(1, len(levels0) - 1)]})
 
 try:
-    summary, diff = fit.contrast(a, b, rule.threshold, rule.interval, rule.cutoff)
+    summary, diff = fit.contrast(a, b, rule.threshold, rule.interval, rule.cutoff,
+                                 min_arm=rule.min_arm)
     both = pd.DataFrame([ui.group_row(fit, a, rule), ui.group_row(fit, b, rule)])
 except HteError as err:
     st.error(str(err), icon=":material/error:")
@@ -56,23 +57,30 @@ if a == b:
     st.info("The two groups are the same; pick different levels to compare.")
 chance = {k: ui.fmt_prob(summary[k], words=True)
           for k in ("p_above", "p_practically_zero", "p_below")}
-st.markdown(fix_article(
-    f"#### There is a {chance['p_above']} chance the treatment's effect is larger by more than "
-    f"{d} for {ui.who(a)} (A) than for {ui.who(b)} (B)."))
-st.markdown(fix_article(
-    f"The chance that the two effects differ by less than {d} either way (practically the same) "
-    f"is {chance['p_practically_zero']}, and the chance that the effect is larger by more than "
-    f"{d} for B is {chance['p_below']}. The difference A − B is most likely between "
-    f"{ui.fmt_effect(summary['lower'], binary)} and {ui.fmt_effect(summary['upper'], binary)} "
-    f"({rule.interval:.0%} interval)."))
+interval_text = (f"{ui.fmt_effect(summary['lower'], binary)} and "
+                 f"{ui.fmt_effect(summary['upper'], binary)} ({rule.interval:.0%} interval)")
+if summary["extrapolated"]:
+    st.markdown("#### " + ui.md(contrast_sentence(summary, rule.min_arm, ui.who(a), ui.who(b))))
+    st.markdown(f"The model's difference A − B is between {interval_text}, but it is borrowed "
+                "from the other groups, not measured.")
+else:
+    st.markdown(fix_article(
+        f"#### There is a {chance['p_above']} chance the treatment's effect is larger by more "
+        f"than {d} for {ui.who(a)} (A) than for {ui.who(b)} (B)."))
+    st.markdown(fix_article(
+        f"The chance that the two effects differ by less than {d} either way (practically the "
+        f"same) is {chance['p_practically_zero']}, and the chance that the effect is larger by "
+        f"more than {d} for B is {chance['p_below']}. The difference A − B is most likely "
+        f"between {interval_text}."))
 
 fig = plots.posterior_plot(diff, summary, threshold=rule.threshold, binary=binary,
                            outcome=outcome, label="A − B", what="Difference in effect",
-                           title=f"Effect for {name_a} minus effect for {name_b}")
+                           title=f"Effect for {name_a} minus effect for {name_b}"
+                                 + (" (extrapolated)" if summary["extrapolated"] else ""))
 ui.show_figure(fig, "difference", key="difference")
 
 st.subheader("The two groups")
-shown, config = ui.display_effects(both, binary)
+shown, config = ui.display_effects(both, binary, rule.min_arm)
 st.dataframe(shown, column_config=config, hide_index=True)
 diff_row = {"by": "difference (A − B)", "label": f"{name_a} minus {name_b}",
             **{k: v for k, v in summary.items() if k not in ("a", "b")}}

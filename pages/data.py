@@ -5,6 +5,7 @@ import streamlit as st
 
 import ui
 from hte import plots
+from hte.api import left_out_factors
 from hte.data import bin_numeric
 from hte.errors import HteError
 from hte.spec import SamplerSettings
@@ -139,6 +140,8 @@ except HteError as err:
     st.stop()
 
 st.info(data.describe(), icon=":material/fact_check:")
+for notice in left_out_factors(data).values():
+    st.warning(ui.md(notice), icon=":material/info:")
 if data.factors:
     st.subheader("Who is in the experiment")
     st.caption("People in each group, treated and control. Randomization should give every group "

@@ -4,6 +4,7 @@ import streamlit as st
 
 import ui
 from hte import plots
+from hte.decisions import SMALL_ARM
 
 ui.page_header("effects", "3 · Effects",
                "Who does the treatment work for? Every number on this page comes from the fitted "
@@ -49,13 +50,26 @@ else:
                 f"the effect is called likely positive, likely negative or practically zero when "
                 f"the model is at least {rule.cutoff:.0%} sure, and uncertain otherwise."
                 + (f" Here the effect is {' and '.join(notes)}." if notes else ""))
+    borrowed = table[table["extrapolated"]]
+    if len(borrowed):
+        names = ", ".join(borrowed["label"].head(6)) + (", …" if len(borrowed) > 6 else "")
+        st.warning(f"**{len(borrowed)} group{'s are' if len(borrowed) > 1 else ' is'} "
+                   f"extrapolated** ({names}): fewer than {rule.min_arm} treated or control "
+                   "people, so the model borrows the estimate from the other groups instead of "
+                   "measuring it. They get no verdict and are drawn as hollow grey circles; "
+                   "read them as the model's guess, not as findings.",
+                   icon=":material/warning:")
+    if (table["small_arm"] & ~table["extrapolated"]).any():
+        st.caption(f"⚠ and a dark ring mark groups with fewer than {SMALL_ARM} people in an "
+                   "arm: their verdicts stand, but their estimates lean mostly on the other "
+                   "groups.")
     fig = plots.forest_plot(table, threshold=rule.threshold, binary=binary, outcome=outcome,
                             interval=rule.interval)
     ui.show_figure(fig, "effects_by_group", key="forest")
 
 # -- table ----------------------------------------------------------------------------------------
 st.subheader("Table of effects")
-shown, config = ui.display_effects(table, binary)
+shown, config = ui.display_effects(table, binary, rule.min_arm)
 st.caption(f"n per arm, the raw difference in means within each group, the model's estimate with "
            f"its {interval} interval, and the chances that the effect is above +δ, practically "
            f"zero, or below −δ." + (" Effects in percentage points (pp)." if binary else "")
@@ -71,7 +85,10 @@ if fit.factors:
                            fit.factors[0], options=list(fit.factors))
     groups = fit.groups(factor)
     draws = ui.effect_draws(fit, groups)
-    curves = {g[factor]: draws[:, i] for i, g in enumerate(groups)}
+    flags = ui.effects(fit, factor, rule).set_index(factor)
+    curves = {g[factor] + (" (extrapolated)" if flags.loc[g[factor], "extrapolated"] else
+                           " ⚠" if flags.loc[g[factor], "small_arm"] else ""): draws[:, i]
+              for i, g in enumerate(groups)}
     st.caption("Each curve shows how plausible each size of effect is for one group. Wide, flat "
                "curves mean little information (few people); curves inside the green band mean "
                "a practically-zero effect.")

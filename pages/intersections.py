@@ -4,6 +4,7 @@ import streamlit as st
 
 import ui
 from hte import plots
+from hte.decisions import SMALL_ARM, arm_phrase
 
 ui.page_header("intersections", "4 · Intersections",
                "Choose two factors to see the effect in every combination of their levels, such as"
@@ -44,9 +45,11 @@ table = ui.effects(fit, [rows, cols], rule)
 d = ui.fmt_effect(rule.threshold, binary)
 shows = f"the chance that the effect is above +{d}" if color == "p_above" else "the mean effect"
 st.markdown(f"Each cell shows {shows} and the number of people. Cells with fewer than "
-            f"{plots.FEW_PEOPLE} people are outlined with dots and marked ⚠: their estimates "
-            "lean mostly on the rest of the data. Hover over a cell for details, or click it to "
-            "see its posterior below.")
+            f"{SMALL_ARM} people in an arm (treated or control) are outlined with dots and marked "
+            f"⚠: their estimates lean mostly on the rest of the data. Cells with fewer than "
+            f"{rule.min_arm} are **extrapolated**: grey, uncoloured, with no verdict, because the "
+            "model borrows their estimate from the other cells. Hover over a cell for details, "
+            "or click it to see its posterior below.")
 chart = st.container()   # drawn after the cell is known, so the chosen cell is outlined
 
 labels = list(table["label"])
@@ -68,7 +71,9 @@ if points:   # a click on the heatmap picks the cell
         ui.reset_widget("ix_cell")
 
 by_label = table.set_index("label")
-likeliest = table.sort_values(["p_above", "mean"], ascending=False)["label"].iloc[0]
+# the default cell: the likeliest positive one among those with data enough for a verdict
+likeliest = table.sort_values(["extrapolated", "p_above", "mean"],
+                              ascending=[True, False, False])["label"].iloc[0]
 cell = ui.persistent(st.selectbox, "Cell (or click one above)", "ix_cell", likeliest,
                      options=labels,
                      format_func=lambda v: f"{v} (n = {int(by_label.loc[v, 'n']):,})")
@@ -80,17 +85,24 @@ with chart:
     ui.show_figure(fig, f"intersection_{rows}_{cols}", key=chart_key, on_select="rerun",
                    selection_mode="points")
 row = by_label.loc[cell]
-if int(row["n"]) < plots.FEW_PEOPLE:
-    st.warning(f"Only {int(row['n'])} people are in this cell, so its estimate leans mostly on the "
-               "other cells.", icon=":material/warning:")
 group = {rows: str(row[rows]), cols: str(row[cols])}
+if row["extrapolated"]:
+    arms = arm_phrase(int(row["n_treated"]), int(row["n_control"]), rule.min_arm)
+    st.warning(f"This cell is extrapolated: {arms} in it, so the estimate below is the model's "
+               "guess from the other cells, not a measurement.", icon=":material/warning:")
+elif row["small_arm"]:
+    st.warning(f"This cell has a small arm ({int(row['n_treated']):,} treated, "
+               f"{int(row['n_control']):,} control), so its estimate leans mostly on the other "
+               "cells.", icon=":material/warning:")
 st.markdown(f"**{ui.headline(row, rule, outcome, binary, who=ui.who(group))}**")
 draws = ui.effect_draws(fit, [group])[:, 0]
 ui.show_figure(plots.posterior_plot(draws, row, threshold=rule.threshold, binary=binary,
-                                    outcome=outcome, label=cell),
+                                    outcome=outcome, label=cell,
+                                    title=("Extrapolated, no verdict: the model's guess from the "
+                                           "other cells" if row["extrapolated"] else None)),
                "cell_posterior", key="cell_posterior")
 
 st.subheader("Table")
-shown, config = ui.display_effects(table, binary)
+shown, config = ui.display_effects(table, binary, rule.min_arm)
 st.dataframe(shown, column_config=config, hide_index=True, height=ui.table_height(len(shown)))
 ui.download_table(table, f"effects_{rows}_{cols}", key="ix_csv")

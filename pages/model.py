@@ -5,7 +5,7 @@ import itertools
 import streamlit as st
 
 import ui
-from hte.api import model_spec
+from hte.api import left_out_factors, model_notices, model_spec
 from hte.errors import HteError
 from hte.spec import DEFAULT_TARGET_ACCEPT, PRIOR_STRENGTH_HELP, PRIOR_STRENGTHS, SamplerSettings
 
@@ -54,8 +54,9 @@ except HteError as err:
     st.stop()
 
 sizes = ui.pair_sizes(data)
-pairs = [f"{a}:{b}" for a, b in itertools.combinations(factors, 2)]
-enough = [f"{a}:{b}" for (a, b), n in sizes.items() if n >= 30]
+varying = [f for f in factors if f not in left_out_factors(data)]   # one value: left out
+pairs = [f"{a}:{b}" for a, b in itertools.combinations(varying, 2)]
+enough = [f"{a}:{b}" for (a, b), n in sizes.items() if n >= 30 and f"{a}:{b}" in pairs]
 
 
 def pair_label(pair: str) -> str:
@@ -70,7 +71,7 @@ interactions = ui.persistent(
     format_func=pair_label,
     help="An intersection (e.g. gender × race) lets a combination such as Black men have an "
          "effect of its own, beyond what gender and race each contribute.")
-if len(factors) >= 2:
+if len(varying) >= 2:
     if enough:
         names = ", ".join(e.replace(":", " × ") for e in enough)
         st.caption(f"Suggested (every combination has at least 30 people): {names}. Model an "
@@ -141,6 +142,8 @@ n_cells = len(data.cells.cells)
 st.markdown(f"{spec.describe()} The {data.n_rows:,} people fall into **{n_cells:,} cells** "
             "(combinations of factor levels and arm); the fit works on these cells, so its "
             "cost does not grow with the number of rows.")
+for notice in model_notices(data, interactions):
+    st.info(ui.md(notice), icon=":material/info:")
 st.code(spec.formula, language="r", wrap_lines=True)
 st.caption("The same model in lme4/brms notation (`||`: uncorrelated varying intercepts and "
            "treatment effects" + ("; family = binomial, logit link" if binary else "") + ").")

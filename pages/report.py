@@ -9,7 +9,7 @@ import streamlit as st
 
 import ui
 from hte import plots
-from hte.decisions import fix_article, sentence
+from hte.decisions import SMALL_ARM, contrast_sentence, fix_article, sentence
 from hte.diagnostics import Diagnostics
 from hte.errors import HteError
 from hte.reports import EVERYONE, plot_table, report_csv, report_html
@@ -34,7 +34,8 @@ if snap.note:
     with st.container(border=True):
         st.text(snap.note)
 
-rule = ui.decision_controls(snap.outcome, binary, snap.threshold, snap.interval, snap.cutoff)
+rule = ui.decision_controls(snap.outcome, binary, snap.threshold, snap.interval, snap.cutoff,
+                            snap.min_arm)
 table = ui.report_effects(snap, rule)
 shown = plot_table(table, factors, snap.outcome)
 interval = f"{rule.interval:.0%}"
@@ -69,7 +70,10 @@ singles = table["by"].isin([EVERYONE, *factors])
 st.markdown(f"Each point is a group's average effect and the bar its {interval} credible "
             f"interval. The green band is the practically-zero zone (±{d}). Colour and shape give "
             f"the verdict: likely positive, likely negative or practically zero when the model is "
-            f"at least {rule.cutoff:.0%} sure, and uncertain otherwise.")
+            f"at least {rule.cutoff:.0%} sure, and uncertain otherwise. A group with fewer than "
+            f"{rule.min_arm} treated or control people is **extrapolated** (a hollow grey "
+            "circle): its estimate is borrowed from the other groups and gets no verdict. ⚠ "
+            f"marks groups with fewer than {SMALL_ARM} people in an arm.")
 ui.show_figure(plots.forest_plot(shown.table.loc[singles], threshold=rule.threshold,
                                  binary=binary, outcome=shown.outcome, interval=rule.interval),
                "effects_by_group", key="report_forest")
@@ -82,7 +86,7 @@ st.caption("n per arm, the raw difference in means within each group, the model'
            + " The CSV download at the end has every group at full precision."
            + (f" Raw estimates are left out where an arm has fewer than {snap.min_cell:,} people."
               if table["raw_mean"].isna().any() else ""))
-display, config = ui.display_effects(table.loc[singles], binary)
+display, config = ui.display_effects(table.loc[singles], binary, rule.min_arm)
 st.dataframe(display, column_config=config, hide_index=True,
              height=ui.table_height(len(display)))
 
@@ -108,7 +112,7 @@ if pairs:
     ui.show_figure(ui.report_heatmap(shown, in_pair, rows, cols, color=color, rule=rule,
                                      binary=binary, min_cell=snap.min_cell),
                    "intersection", key="report_heatmap")
-    display, config = ui.display_effects(table.loc[in_pair], binary)
+    display, config = ui.display_effects(table.loc[in_pair], binary, rule.min_arm)
     st.dataframe(display, column_config=config, hide_index=True,
                  height=ui.table_height(len(display)))
 
@@ -119,7 +123,9 @@ if published:
     factor = ui.persistent(st.selectbox, "Show the posterior of each group of", "density_factor",
                            published[0], options=published)
     idx = table.index[table["by"] == factor]
-    curves = {shown.table.loc[i, shown.factors[factor]]: snap.draws[:, i] for i in idx}
+    curves = {shown.table.loc[i, shown.factors[factor]]
+              + (" (extrapolated)" if table.loc[i, "extrapolated"] else
+                 " ⚠" if table.loc[i, "small_arm"] else ""): snap.draws[:, i] for i in idx}
     st.caption("Each curve shows how plausible each size of effect is for one group. Wide, flat "
                "curves mean little information (few people); curves inside the green band mean "
                "a practically-zero effect.")
@@ -149,22 +155,29 @@ if factors and len(table) > 1:
         st.info("The two groups are the same; pick different groups to compare.")
     chance = {k: ui.fmt_prob(summary[k], words=True)
               for k in ("p_above", "p_practically_zero", "p_below")}
-    st.markdown("#### " + fix_article(
-        f"There is a {chance['p_above']} chance the treatment's effect is larger by more than {d} "
-        f"for {ui.md_who(group_a)} (A) than for {ui.md_who(group_b)} (B)."))
-    st.markdown(fix_article(
-        f"The chance that the two effects differ by less than {d} either way (practically the "
-        f"same) is {chance['p_practically_zero']}, and the chance that the effect is larger by "
-        f"more than {d} for B is {chance['p_below']}. The difference A − B is most likely "
-        f"between {ui.fmt_effect(summary['lower'], binary)} and "
-        f"{ui.fmt_effect(summary['upper'], binary)} ({interval} interval)."))
+    between = (f"{ui.fmt_effect(summary['lower'], binary)} and "
+               f"{ui.fmt_effect(summary['upper'], binary)} ({interval} interval)")
+    if summary["extrapolated"]:
+        st.markdown("#### " + contrast_sentence(summary, rule.min_arm, ui.md_who(group_a),
+                                                ui.md_who(group_b)))
+        st.markdown(f"The model's difference A − B is between {between}, but it is borrowed "
+                    "from the other groups, not measured.")
+    else:
+        st.markdown("#### " + fix_article(
+            f"There is a {chance['p_above']} chance the treatment's effect is larger by more "
+            f"than {d} for {ui.md_who(group_a)} (A) than for {ui.md_who(group_b)} (B)."))
+        st.markdown(fix_article(
+            f"The chance that the two effects differ by less than {d} either way (practically "
+            f"the same) is {chance['p_practically_zero']}, and the chance that the effect is "
+            f"larger by more than {d} for B is {chance['p_below']}. The difference A − B is most "
+            f"likely between {between}."))
     fig = plots.posterior_plot(
         diff, summary, threshold=rule.threshold, binary=binary, outcome=shown.outcome,
         label="A − B", what="Difference in effect",
         title=f"Effect for {ui.plot_escape(table.loc[a, 'label'], 50)} minus effect for "
               f"{ui.plot_escape(table.loc[b, 'label'], 50)}")
     ui.show_figure(fig, "difference", key="report_difference")
-    both, config = ui.display_effects(table.loc[[a, b]], binary)
+    both, config = ui.display_effects(table.loc[[a, b]], binary, rule.min_arm)
     st.dataframe(both, column_config=config, hide_index=True)
 
 # -- model and data ------------------------------------------------------------------------------

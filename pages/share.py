@@ -53,7 +53,8 @@ if st.button("Publish report", type="primary", icon=":material/publish:"):
     try:
         snapshot = Snapshot.from_fit(fit, title=title, note=note, min_cell=int(min_cell),
                                      expires=expires, threshold=rule.threshold,
-                                     interval=rule.interval, cutoff=rule.cutoff)
+                                     interval=rule.interval, cutoff=rule.cutoff,
+                                     min_arm=rule.min_arm)
         token, owner_key = ui.report_store().publish(snapshot)
     except HteError as err:
         st.error(str(err), icon=":material/error:")

@@ -46,3 +46,28 @@ def binary_fit(sample_binary_table):
     return hte.fit(sample_binary_table, outcome="donated", treatment="treatment",
                    treated="treatment", by=["gender", "race"], interactions=["gender:race"],
                    **FAST)
+
+
+def extrapolation_experiment() -> pd.DataFrame:
+    """A strong effect (0.6 sd) everywhere; region E has nobody treated, region D 3 treated
+    people, and 'country' one value (NL)."""
+    from hte.simulate import BaselineSpec, EffectSpec, simulate
+
+    sim = simulate(3000, factors={"region": {"A": .3, "B": .25, "C": .2, "D": .15, "E": .1},
+                                  "size": {"small": .5, "large": .5}},
+                   effect=EffectSpec(base=0.6), baseline=BaselineSpec(noise_sd=1.0), seed=3)
+    d = sim.data
+    treated = d["treatment"] == "treatment"
+    d_treated = d.index[(d["region"] == "D") & treated]
+    d = d.drop(d.index[(d["region"] == "E") & treated]).drop(d_treated[3:])
+    return d.assign(country="NL")
+
+
+@pytest.fixture(scope="session")
+def extrapolated_fit():
+    """:func:`extrapolation_experiment` fitted by region, size and country (left out)."""
+    import hte
+
+    return hte.fit(extrapolation_experiment(), outcome="outcome", treatment="treatment",
+                   treated="treatment", by=["region", "size", "country"],
+                   interactions=["region:country"], **FAST)

@@ -299,7 +299,8 @@ def test_effects_page_headline_forest_table_and_downloads(gaussian_fit):
     assert len(charts) == 3                                   # forest, densities, shrinkage
     assert len(at.dataframe) == 1
     table = at.dataframe[0].value
-    assert list(table.columns[:5]) == ["Group", "n", "n treated", "n control", "Raw estimate"]
+    assert list(table.columns[:6]) == ["Group", "Verdict", "n", "n treated", "n control",
+                                       "Raw estimate"]
     assert table["Group"].iloc[0] == "Everyone" and len(table) == 1 + 2 + 4 + 3
     downloads = [d.proto.label for d in at.get("download_button")]
     assert downloads.count("Download figure (HTML)") == 3
@@ -381,3 +382,30 @@ def test_sidebar_status_once_fitted(gaussian_fit):
     status = texts(at.sidebar)
     assert "**Model:** fitted by gender, race, party, gender × race" in status
     assert "Practically zero:** within ±0.1" in status
+
+
+def test_extrapolated_groups_get_no_verdict_on_the_result_pages(extrapolated_fit):
+    at = ok(page("pages/effects.py", hte_fit=extrapolated_fit))
+    warning = texts(at, "warning")
+    assert "2 groups are extrapolated" in warning and "region = E" in warning
+    verdicts = at.dataframe[0].value.set_index("Group")["Verdict"]
+    assert verdicts["region = E"] == "extrapolated — too few treated people (0 of 10 needed)"
+    assert verdicts["region = D"] == "extrapolated — too few treated people (3 of 10 needed)"
+    assert verdicts["region = A"] == "likely positive"
+    called = next(m for m in texts(at).splitlines() if "Here the effect is" in m)
+    assert "likely positive for region A, B, C;" in called     # not D or E
+
+    at = ok(page("pages/intersections.py", hte_fit=extrapolated_fit))
+    cell = at.selectbox(key="_w_intersections_ix_cell")
+    assert not cell.value.startswith(("region = D", "region = E"))   # default: a cell with data
+    cell.set_value("region = E, size = small")
+    at = ok(at.run())
+    assert "This cell is extrapolated: nobody was treated" in texts(at, "warning")
+    assert "nobody was treated" in texts(at) and "chance" not in next(
+        m.value for m in at.markdown if m.value.startswith("**Among"))
+
+    at = ok(page("pages/compare.py", hte_fit=extrapolated_fit))
+    at.selectbox(key="_w_compare_cmp_a_region").set_value("E")
+    at.selectbox(key="_w_compare_cmp_b_region").set_value("A")
+    at = ok(at.run())
+    assert "No verdict on the difference" in texts(at)

@@ -31,8 +31,9 @@ def test_fit_writes_the_documented_json(tmp_path):
                               "(1 + treatment || gender:race)")
     assert set(doc["diagnostics"]) >= {"max_r_hat", "min_ess_bulk", "divergences", "seconds"}
     effects = doc["effects"]
-    fields = {"group", "n", "mean", "sd", "lower", "upper", "p_above", "p_practically_zero",
-              "p_below", "verdict", "raw_mean", "raw_se"}
+    fields = {"group", "n", "n_treated", "n_control", "mean", "sd", "lower", "upper", "p_above",
+              "p_practically_zero", "p_below", "verdict", "extrapolated", "small_arm",
+              "raw_mean", "raw_se"}
     assert all(set(e) == fields for e in effects)
     groups = [tuple(sorted(e["group"])) for e in effects]
     # Everybody, 2 + 4 + 3 levels, and 2x4 + 2x3 + 4x3 pairs.
@@ -65,6 +66,7 @@ def test_binary_effects_are_differences_in_probability(tmp_path):
     (["--by", "treatment"], "treatment"),
     (["--interact", "gender:race"], "race"),
     (["--threshold", "-1"], "threshold"),
+    (["--min-arm", "0"], "in each arm"),
 ])
 def test_bad_input_exits_with_a_sentence_and_no_traceback(args, words):
     base = {"--outcome": "support", "--treatment": "treatment", "--treated": "treatment",
@@ -87,3 +89,25 @@ def test_unreadable_file_is_reported_plainly(tmp_path):
     result = run("fit", str(bad), "--outcome", "y", "--treatment", "z", "--treated", "1")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.startswith("error: ")
+
+
+def test_min_arm_flags_in_json_and_a_note_for_a_factor_with_one_value(tmp_path):
+    from conftest import extrapolation_experiment
+
+    data = tmp_path / "experiment.csv"
+    extrapolation_experiment().to_csv(data, index=False)
+    out = tmp_path / "effects.json"
+    result = run("fit", str(data), "--outcome", "outcome", "--treatment", "treatment",
+                 "--treated", "treatment", "--by", "region", "size", "country",
+                 "--threshold", "0.1", "--min-arm", "3", "--json", str(out), "--quiet", *TINY)
+    assert result.returncode == 0, result.stderr
+    assert ("note: 'country' has one value in these data ('NL'), so it cannot explain "
+            "differences and was left out.") in result.stderr.splitlines()
+    doc = json.loads(out.read_text())
+    assert doc["decision"]["min_arm"] == 3
+    assert "country" not in doc["formula"]
+    region = {e["group"]["region"]: e for e in doc["effects"] if list(e["group"]) == ["region"]}
+    assert region["E"]["extrapolated"] is True and region["E"]["verdict"] == "extrapolated"
+    assert region["D"]["extrapolated"] is False and region["D"]["small_arm"] is True
+    assert region["D"]["verdict"] != "extrapolated" and region["D"]["n_treated"] == 3
+    assert region["A"]["small_arm"] is False

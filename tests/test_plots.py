@@ -81,7 +81,7 @@ def test_forest_plot_one_trace_per_verdict_with_its_colour_and_shape(effects):
         np.testing.assert_allclose(trace.x, rows["mean"])
         np.testing.assert_allclose(trace.error_x.array, rows["upper"] - rows["mean"])
         np.testing.assert_allclose(trace.error_x.arrayminus, rows["mean"] - rows["lower"])
-    assert len(set(plots.VERDICT_COLORS.values())) == 4
+    assert len(set(plots.VERDICT_COLORS.values())) == 5     # extrapolated has its own
     single = plots.forest_plot(effects[effects["verdict"] == UNCERTAIN], threshold=0.1,
                                binary=False, outcome="support")
     assert single.layout.showlegend is True           # the colour is explained even then
@@ -184,10 +184,12 @@ def test_heatmap_cells_values_counts_and_missing_combinations(pairs):
     assert "Effect 0.050<br>" in hm.hovertext[0][1]
 
 
-def test_heatmap_marks_cells_with_few_people(pairs):
+def test_heatmap_marks_cells_with_a_small_arm(pairs):
     fig = plots.heatmap(pairs, "gender", "race", levels=LEVELS, threshold=0.1, binary=False,
                         outcome="support")
-    assert "⚠ few" in fig.data[0].text[0][0]
+    assert fig.data[0].text[0][0].endswith("n = 12 ⚠")     # 6 treated, 6 control
+    assert "⚠" not in fig.data[0].text[0][1]
+    assert "Small arm: only 6 treated" in fig.data[0].hovertext[0][0]
     outlines = [s for s in fig.layout.shapes if s.type == "rect" and s.line.dash == "dot"]
     assert len(outlines) == 1
     assert (outlines[0].x0 < 0 < outlines[0].x1) and (outlines[0].y0 < 0 < outlines[0].y1)
