@@ -1,4 +1,4 @@
-"""Simulation study of the treatment-effect-variation prior (issue: priors a statistician would sign).
+"""Simulation study of the prior on how much treatment effects vary across terms.
 
 For each design (how the true effect varies), family and seed, one experiment is simulated with
 :mod:`hte.simulate`, and fitted with each candidate prior; every group (each level of each
