@@ -78,6 +78,11 @@ def design(name: str, family: str, seed: int):
         effect = EffectSpec(base=base)
     elif name == "sparse":
         effect = EffectSpec(base=base, intersections={black_men: 0.35 * unit})
+    elif name == "planted":  # as in the issue: small level effects and one planted intersection
+        effect = EffectSpec(base=base, levels={
+            ("gender", "Female"): 0.05 * unit, ("gender", "Male"): -0.05 * unit,
+            ("party", "Democrat"): 0.1 * unit, ("party", "Republican"): -0.1 * unit},
+            intersections={black_men: 0.35 * unit})
     elif name == "modest":
         effect = EffectSpec(base=base, levels={
             ("party", "Democrat"): 0.1 * unit, ("party", "Republican"): -0.1 * unit,
@@ -97,7 +102,7 @@ def design(name: str, family: str, seed: int):
     return factors, effect, baseline, ["gender:race"]
 
 
-DESIGNS = ("none", "sparse", "modest", "dense", "many")
+DESIGNS = ("none", "sparse", "planted", "modest", "dense", "many")
 
 
 def _truth(sim, by: tuple[str, ...]) -> pd.DataFrame:
@@ -182,7 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--summarize", type=Path)
     args = p.parse_args(argv)
     if args.summarize:
-        with pd.option_context("display.width", 200, "display.max_rows", 500):
+        with pd.option_context("display.width", 250, "display.max_rows", 500,
+                               "display.max_columns", 20):
             print(summarize(args.summarize).round(4))
         return
     run(args.family, args.designs, args.seeds, args.priors, args.out)
