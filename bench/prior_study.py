@@ -29,8 +29,9 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "bench"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 from hte.api import model_spec  # noqa: E402
 from hte.data import Roles, prepare  # noqa: E402
@@ -49,6 +50,7 @@ PRIORS: dict[str, dict] = {
     "mixture": {"effect_pooling": "mixture"},
     "mixture_wide": {"effect_pooling": "mixture", "slab_share": 0.5, "slab_scale": 0.25},
     "shape_0.2": {"effect_shape": 0.2},
+    "wide": {"modifier_scale": 0.36},
 }
 
 MORE_FACTORS = {
@@ -83,6 +85,11 @@ def design(name: str, family: str, seed: int):
             ("gender", "Female"): 0.05 * unit, ("gender", "Male"): -0.05 * unit,
             ("party", "Democrat"): 0.1 * unit, ("party", "Republican"): -0.1 * unit},
             intersections={black_men: 0.35 * unit})
+    elif name == "bench":  # bench/run.py's reference experiment (noise sd 1.5)
+        from run import BASELINE, BINARY_BASELINE, BINARY_EFFECT, EFFECT
+        if family == "gaussian":
+            return factors, EFFECT, BASELINE, ["gender:race"]
+        return factors, BINARY_EFFECT, BINARY_BASELINE, ["gender:race"]
     elif name == "modest":
         effect = EffectSpec(base=base, levels={
             ("party", "Democrat"): 0.1 * unit, ("party", "Republican"): -0.1 * unit,
@@ -102,7 +109,7 @@ def design(name: str, family: str, seed: int):
     return factors, effect, baseline, ["gender:race"]
 
 
-DESIGNS = ("none", "sparse", "planted", "modest", "dense", "many")
+DESIGNS = ("none", "sparse", "planted", "bench", "modest", "dense", "many")
 
 
 def _truth(sim, by: tuple[str, ...]) -> pd.DataFrame:

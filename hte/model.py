@@ -157,7 +157,9 @@ class SpikeSlabScale(dist.Distribution):
     def __init__(self, shared: jax.Array, slab: jax.Array, share: jax.Array, size: int,
                  validate_args: bool | None = None):
         self.shared, self.slab, self.share = shared, slab, share
-        super().__init__(batch_shape=(size,), validate_args=validate_args)
+        batch_shape = jnp.broadcast_shapes(jnp.shape(shared), jnp.shape(slab), jnp.shape(share),
+                                           (size,))
+        super().__init__(batch_shape=batch_shape, validate_args=validate_args)
 
     def sample(self, key: jax.Array, sample_shape: tuple = ()) -> jax.Array:
         key_pick, key_value = jax.random.split(key)

@@ -173,6 +173,41 @@ def test_pooled_scales_density_is_the_shared_scale_integrated_out(omega):
     assert got == pytest.approx(np.log(value) + top, abs=1e-8)
 
 
+@pytest.mark.parametrize("shape", [0.2, 1.5])
+@pytest.mark.parametrize("omega", [[0.1, 0.05, 0.3], [0.5], [0.02] * 7])
+def test_pooled_scales_density_with_another_shape_is_the_hierarchy_integrated(omega, shape):
+    """omega_k = lambda xi_k, xi_k^2 ~ Gamma(a, a), lambda ~ HalfNormal(s), lambda integrated."""
+    from scipy import integrate
+
+    s, omega = 0.2, np.asarray(omega)
+
+    def log_joint(lam):  # omega_k^2 ~ Gamma(a, rate a / lambda^2), with the Jacobian 2 omega_k
+        log_terms = (stats.gamma.logpdf(omega**2, shape, scale=lam**2 / shape)
+                     + np.log(2 * omega))
+        return stats.halfnorm.logpdf(lam, scale=s) + np.sum(log_terms)
+
+    peak = np.log(np.linalg.norm(omega) / np.sqrt(len(omega)))
+    top = max(log_joint(np.exp(t)) for t in peak + np.linspace(-3, 3, 61))
+    value = integrate.quad(lambda t: np.exp(log_joint(np.exp(t)) - top + t), peak - 30,
+                           peak + 30, points=[peak], limit=400, epsabs=0, epsrel=1e-12)[0]
+    got = float(m.EffectScales(s, len(omega), shape).log_prob(jnp.asarray(omega)))
+    assert got == pytest.approx(np.log(value) + top, abs=1e-7)
+    alone = float(m.EffectScales(s, len(omega), shape, shared=False).log_prob(jnp.asarray(omega)))
+    expected = np.sum(stats.gamma.logpdf(omega**2, shape, scale=s**2 / shape) + np.log(2 * omega))
+    assert alone == pytest.approx(expected, abs=1e-10)
+
+
+def test_spike_and_slab_scale_density_is_the_two_component_mixture():
+    omega = jnp.asarray([0.01, 0.1, 0.7])
+    got = np.asarray(m.SpikeSlabScale(0.05, 0.5, 0.2, 3).log_prob(omega))
+    expected = np.log(0.2 * stats.halfnorm.pdf(omega, scale=0.5)
+                      + 0.8 * stats.halfnorm.pdf(omega, scale=0.05))
+    np.testing.assert_allclose(got, expected, rtol=1e-10)
+    draws = np.asarray(m.SpikeSlabScale(0.05, 0.5, 0.2, 1).sample(jax.random.PRNGKey(0),
+                                                                  (200_000,)))
+    assert draws.mean() == pytest.approx((0.2 * 0.5 + 0.8 * 0.05) * np.sqrt(2 / np.pi), rel=0.01)
+
+
 def test_pooled_scales_density_integrates_to_one_and_sample_has_its_mean():
     d = m.EffectScales(0.2, 3)
     # Importance sampling with independent half-normal proposals: E_q[p / q] = 1.
@@ -248,16 +283,24 @@ def test_generalized_inverse_gaussian_draws_of_very_flat_distributions(a, b):
     assert t.std() > 0.2 * np.log(1 / (a * b)) / np.sqrt(12)  # spread like a uniform over it
 
 
-def interweave_inputs(n_draws: int, seed: int = 0):
-    """Prior draws of the binary model's (omega, raw) for three terms of 1, 2 and 6 coefficients."""
+def interweave_inputs(n_draws: int, seed: int = 0, pooling: str = "shared", shape: float = 0.5):
+    """Prior draws of the binary model's scales and raw coefficients for three terms of 1, 2 and
+    6 coefficients (``effect_scale`` too for the mixture, which samples the shared scale)."""
     coef_term = jnp.array([0, 1, 1, 2, 2, 2, 2, 2, 2])
     hyper = m.Hyper(*[jnp.asarray(0.0)] * 4, modifier_scale=jnp.asarray(0.3),
                     sigma_scale=jnp.asarray(1.0), binary_baseline_sd=jnp.asarray(1.0),
-                    coef_term=coef_term)
-    k_omega, k_raw = jax.random.split(jax.random.PRNGKey(seed))
-    omega = m.EffectScales(0.3, 3).sample(k_omega, (n_draws,))
-    raw = jax.random.normal(k_raw, (n_draws, coef_term.shape[0]))
-    return hyper, {"sigma_effect": jnp.log(omega), "effect_raw": raw}
+                    coef_term=coef_term, effect_shape=jnp.asarray(shape),
+                    slab_scale=jnp.asarray(0.5), slab_share=jnp.asarray(0.3))
+    k_shared, k_omega, k_raw = jax.random.split(jax.random.PRNGKey(seed), 3)
+    z = {"effect_raw": jax.random.normal(k_raw, (n_draws, coef_term.shape[0]))}
+    if pooling == "mixture":
+        shared = 0.3 * jnp.abs(jax.random.normal(k_shared, (n_draws, 1)))
+        omega = m.SpikeSlabScale(shared, 0.5, 0.3, 3).sample(k_omega)
+        z["effect_scale"] = jnp.log(shared[:, 0])
+    else:
+        omega = m.EffectScales(0.3, 3, shape, shared=pooling == "shared").sample(
+            k_omega, (n_draws,))
+    return hyper, {**z, "sigma_effect": jnp.log(omega)}
 
 
 def test_interweaving_keeps_the_centred_effect_coefficients_exactly():
@@ -273,14 +316,20 @@ def test_interweaving_keeps_the_centred_effect_coefficients_exactly():
     assert np.all(np.abs(moved["sigma_effect"] - z["sigma_effect"]) > 0)
 
 
-def test_interweaving_leaves_the_prior_unchanged():
+@pytest.mark.parametrize(("pooling", "shape"), [("shared", 0.5), ("shared", 0.2),
+                                               ("independent", 0.5), ("mixture", 0.5)])
+def test_interweaving_leaves_the_prior_unchanged(pooling, shape):
     """With no data the posterior is the prior: after five moves the draws still follow it."""
     n = 50_000
-    hyper, z = interweave_inputs(n)
-    move = jax.jit(jax.vmap(lambda key, z: m.interweave_effect_scales(key, z, hyper, 3)))
+    hyper, z = interweave_inputs(n, pooling=pooling, shape=shape)
+    move = jax.jit(jax.vmap(lambda key, z: m.interweave_effect_scales(key, z, hyper, 3,
+                                                                      pooling=pooling)))
     for i in range(5):
         z = move(jax.random.split(jax.random.PRNGKey(10 + i), n), z)
-    _, fresh = interweave_inputs(n, seed=99)
+    _, fresh = interweave_inputs(n, seed=99, pooling=pooling, shape=shape)
+    if pooling == "mixture":
+        assert stats.ks_2samp(np.asarray(z["effect_scale"]),
+                              np.asarray(fresh["effect_scale"])).pvalue > 1e-3
     for k in range(3):
         assert stats.ks_2samp(np.asarray(z["sigma_effect"][:, k]),
                               np.asarray(fresh["sigma_effect"][:, k])).pvalue > 1e-3
