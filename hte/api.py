@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
@@ -89,7 +90,8 @@ def fit(data: pd.DataFrame | PreparedData, outcome: str | None = None,
         treatment: str | None = None, treated: str | None = None,
         by: Sequence[str] = (), interactions: Iterable[str | Sequence[str]] | None = None, *,
         family: str = "auto", success: str | None = None, bins: Mapping[str, int] | None = None,
-        prior_strength: str | float = "moderate", chains: int = 4, warmup: int = 1000,
+        prior_strength: str | float = "moderate", priors: Priors | None = None,
+        chains: int = 4, warmup: int = 1000,
         draws: int = 1000, seed: int = 0, target_accept: float | None = None,
         progress: Progress | None = None) -> Fit:
     """Fit the multilevel model of the treatment effect and return the :class:`Fit`.
@@ -113,6 +115,8 @@ def fit(data: pd.DataFrame | PreparedData, outcome: str | None = None,
                                        factors=tuple(by), family=family, success=success,
                                        bins=dict(bins or {})))
     spec = model_spec(prepared, interactions, prior_strength)
+    if priors is not None:
+        spec = dataclasses.replace(spec, priors=priors)
     settings = SamplerSettings(chains=chains, warmup=warmup, draws=draws, seed=seed,
                                target_accept=target_accept)
     return fit_cells(prepared.cells, spec, settings, progress=progress,

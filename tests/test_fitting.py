@@ -297,3 +297,18 @@ def test_rare_binary_outcome_is_not_pulled_towards_the_prior():
         ratios.append(row["sd"] / row["raw_se"])
     assert abs(np.mean(shifts)) < 0.3, shifts
     assert 0.85 < np.mean(ratios) < 1.15, ratios
+
+
+def test_other_effect_scale_priors_can_be_chosen(sample_table):
+    """Per-term (rstanarm-like) scales have no shared scale; the mixture samples it."""
+    from hte.spec import Priors
+
+    kw = {"outcome": "support", "treatment": "treatment", "treated": "treatment",
+          "by": ["gender", "party"], **FAST}
+    alone = hte.fit(sample_table, priors=Priors(effect_pooling="independent"), **kw)
+    assert alone.spec.priors.effect_pooling == "independent"
+    assert "effect_scale" not in alone.draws and alone.draws["sigma_effect"].shape[-1] == 2
+    mixed = hte.fit(sample_table, priors=Priors(effect_pooling="mixture"), **kw)
+    assert "effect_scale" in mixed.draws
+    with pytest.raises(hte.SpecError, match="effect pooling"):
+        Priors(effect_pooling="sideways")
