@@ -157,13 +157,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--end-to-end", metavar="CSV")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument("--cases", nargs="+", metavar="ROWS:FAMILY",
+                        help="only these fit cases, e.g. 10000:gaussian 10000:binary "
+                             "(no end-to-end run)")
     args = parser.parse_args()
     if args.end_to_end:
         end_to_end(args.end_to_end)
         return
     results: dict = {"machine": machine(), "cases": []}
     cases = [(10_000, "gaussian")]
-    if not args.quick:
+    if args.cases:
+        cases = [(int(c.split(":")[0]), c.split(":")[1]) for c in args.cases]
+        args.quick = True
+    elif not args.quick:
         cases += [(100_000, "gaussian"), (1_000_000, "gaussian"), (10_000, "binary")]
     for n, family in cases:
         case = fit_case(n, family, args.repeats)
