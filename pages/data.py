@@ -139,6 +139,9 @@ except HteError as err:
     st.stop()
 
 st.info(data.describe(), icon=":material/fact_check:")
+shape_note = ui.outcome_note(data)
+if shape_note:
+    st.info(shape_note, icon=":material/bar_chart:")
 if data.factors:
     st.subheader("Who is in the experiment")
     st.caption("People in each group, treated and control. Randomization should give every group "
