@@ -654,8 +654,13 @@ def ppc_plot(bins: pd.DataFrame, cells: pd.DataFrame, *, binary: bool, outcome: 
     fig.update_yaxes(title_text=f"Observed {unit}", row=1, col=1)
     fig.update_xaxes(title_text=f"Model's predicted {unit}", row=1, col=2)
     fig.update_yaxes(title_text="(observed − predicted) / replicated sd", row=1, col=2)
-    _layout(fig, height=560)
-    fig.update_layout(margin={"t": 110})
+    reach = float(np.nanmax(np.abs(cells["standardized"]))) if len(cells) else 0.0
+    reach = max(band + 1.0, reach + 0.3)
+    fig.update_yaxes(range=[-reach, reach], row=1, col=2)
+    _layout(fig, height=620)
+    fig.update_layout(margin={"t": 40, "b": 10},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.16, "xanchor": "left",
+                              "x": 0})
     fig.update_annotations(font_size=15)
     return fig
 

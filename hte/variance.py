@@ -71,16 +71,59 @@ def _bartlett(ss: np.ndarray, df: np.ndarray) -> float:
     return float(df.sum() * np.log(pooled) - np.sum(df * np.log(ss / df)))
 
 
-def heterogeneity(cells: pd.DataFrame, strata: list[str], factor: str) -> tuple[float, int, float]:
-    """Bartlett's statistic, its degrees of freedom and the largest sd ratio for ``factor``.
+@dataclass(frozen=True)
+class Heterogeneity:
+    """How clearly and how much a factor's levels differ in residual sd (within strata)."""
 
-    Within each stratum (arm x levels of factors already chosen) the within-cell sums of squares
-    are pooled per level of ``factor``; the ratio is the largest max/min sd ratio over strata,
-    counting only levels with at least :data:`MIN_LEVEL_DF` degrees of freedom.
+    p_value: float
+    ratio: float          # largest max/min sd ratio between levels with enough data
+    statistic: float      # Bartlett's statistic (corrected for kurtosis) per degree of freedom
+
+
+def kurtosis_factor(table: CellTable) -> float:
+    """How much more log variances vary by chance than under normal data: (kurtosis - 1) / 2.
+
+    Bartlett's statistic assumes normal data; under kurtosis k it is inflated by about
+    (k - 1) / 2 (Box, 1953), so a skewed outcome would make nearly every factor look
+    heterogeneous. The factor is estimated from the cells themselves: their log variances,
+    weighted by degrees of freedom, are regressed on the arm and every factor (additively); the
+    residual mean square estimates k - 1 (2 for normal data). At least 1; 1 when fewer than
+    three residual degrees of freedom are left.
+    """
+    c = table.cells
+    df = (c["n"] - 1).to_numpy(float)
+    ss = c["ss"].to_numpy(float)
+    use = (df >= 4) & (ss > 0)
+    if use.sum() < 3:
+        return 1.0
+    cols = [np.ones(use.sum()), c["z"].to_numpy(float)[use]]
+    codes = table.level_codes(c)[use]
+    for j in range(codes.shape[1]):
+        for level in np.unique(codes[:, j])[1:]:
+            cols.append((codes[:, j] == level).astype(float))
+    x = np.column_stack(cols)
+    w = np.sqrt(df[use])
+    y = np.log(ss[use] / df[use])
+    coef, *_ = np.linalg.lstsq(x * w[:, None], y * w, rcond=None)
+    dof = int(use.sum()) - np.linalg.matrix_rank(x)
+    if dof < 3:
+        return 1.0
+    rss = float(np.sum((w * (y - x @ coef)) ** 2))
+    return max(1.0, rss / dof / 2.0)
+
+
+def heterogeneity(cells: pd.DataFrame, strata: list[str], factor: str,
+                  kurtosis: float = 1.0) -> Heterogeneity:
+    """Do the levels of ``factor`` differ in residual sd within each stratum (arm x chosen)?
+
+    Bartlett's test on the within-cell sums of squares pooled per level, with its statistic
+    divided by ``kurtosis`` (:func:`kurtosis_factor`). The ratio compares the levels' pooled
+    sds, counting only levels with at least :data:`MIN_LEVEL_DF` degrees of freedom.
     """
     work = cells.assign(_df=(cells["n"] - 1).clip(lower=0))
     g = work.groupby([*strata, factor], observed=True)[["ss", "_df"]].sum().reset_index()
-    stat, dof, ratio = 0.0, 0, 1.0
+    ratio = 1.0
+    stat, dof = 0.0, 0
     for _, s in g.groupby(strata, observed=True):
         ss, df = s["ss"].to_numpy(float), s["_df"].to_numpy(float)
         stat += _bartlett(ss, df)
@@ -89,19 +132,24 @@ def heterogeneity(cells: pd.DataFrame, strata: list[str], factor: str) -> tuple[
         if big.sum() >= 2:
             sd = np.sqrt(ss[big] / df[big])
             ratio = max(ratio, float(sd.max() / sd.min()))
-    return stat, dof, ratio
+    if dof == 0:
+        return Heterogeneity(p_value=1.0, ratio=ratio, statistic=0.0)
+    stat /= kurtosis
+    return Heterogeneity(p_value=float(sps.chi2.sf(stat, dof)), ratio=ratio,
+                         statistic=stat / dof)
 
 
 def choose_variance_factors(table: CellTable) -> tuple[str, ...]:
     """The factors whose levels clearly differ in residual sd, most different first.
 
-    Greedy: at each step the factor with the largest Bartlett statistic among those that are
-    both clear (p below :data:`MAX_P_VALUE`) and material (sd ratio at least
-    :data:`MIN_SD_RATIO`), as long as the groups stay within :data:`MAX_VARIANCE_GROUPS`.
+    Greedy: at each step the factor with the largest statistic among those that are both clear
+    (p below :data:`MAX_P_VALUE`) and material (sd ratio at least :data:`MIN_SD_RATIO`), as
+    long as the groups stay within :data:`MAX_VARIANCE_GROUPS`.
     """
     if table.family != GAUSSIAN or not table.factors:
         return ()
     cells = table.cells
+    kurtosis = kurtosis_factor(table)
     chosen: list[str] = []
     while len(chosen) < MAX_VARIANCE_FACTORS:
         best, best_stat = None, 0.0
@@ -111,11 +159,11 @@ def choose_variance_factors(table: CellTable) -> tuple[str, ...]:
             groups = len(cells[["z", *chosen, f]].drop_duplicates())
             if groups > MAX_VARIANCE_GROUPS:
                 continue
-            stat, dof, ratio = heterogeneity(cells, ["z", *chosen], f)
-            if dof == 0 or ratio < MIN_SD_RATIO or sps.chi2.sf(stat, dof) > MAX_P_VALUE:
+            h = heterogeneity(cells, ["z", *chosen], f, kurtosis)
+            if h.ratio < MIN_SD_RATIO or h.p_value > MAX_P_VALUE:
                 continue
-            if stat > best_stat:
-                best, best_stat = f, stat
+            if h.statistic > best_stat:
+                best, best_stat = f, h.statistic
         if best is None:
             break
         chosen.append(best)
