@@ -750,7 +750,8 @@ def parameter_labels(fit: Fit) -> dict[str, str]:
             out |= {f"{name}[{k}]": f"{name}[{t}]" for k, t in enumerate(terms)}
     sigma = fit.draws.get("sigma")
     if sigma is not None and sigma.ndim == 3 and sigma.shape[2] == 2:  # residual sd per arm
-        out |= {"sigma[0]": "sigma[control]", "sigma[1]": "sigma[treated]"}
+        typical = " (typical over its groups)" if "sigma_group" in fit.draws else ""
+        out |= {"sigma[0]": f"sigma[control]{typical}", "sigma[1]": f"sigma[treated]{typical}"}
     if "sigma_group" in fit.draws:
         from hte.variance import variance_groups
 
