@@ -569,14 +569,30 @@ def effect_draws(fit: Fit, groups: Sequence[dict]) -> np.ndarray:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _cell_check(token: str, interval: float, _fit: Fit) -> pd.DataFrame:
-    from hte.checks import cell_check
+def _predictive_check(token: str, interval: float, _fit: Fit):
+    from hte.checks import predictive_check
 
-    return cell_check(_fit, interval=interval)
+    return predictive_check(_fit, interval=interval)
+
+
+def predictive_check(fit: Fit, interval: float = 0.9):
+    """:func:`hte.checks.predictive_check` of ``fit``, cached per fit."""
+    return _predictive_check(fit_token(fit), interval, fit)
 
 
 def cell_check(fit: Fit, interval: float = 0.9) -> pd.DataFrame:
-    return _cell_check(fit_token(fit), interval, fit)
+    return predictive_check(fit, interval).cells
+
+
+def outcome_note(data: PreparedData) -> str | None:
+    """How a mostly-zero or skewed continuous outcome is modelled, in words (None otherwise)."""
+    from hte.cells import GAUSSIAN
+    from hte.variance import outcome_note as note
+    from hte.variance import outcome_shape
+
+    if data.family != GAUSSIAN or data.frame is None:
+        return None
+    return note(outcome_shape(data.frame["_y"].to_numpy()), data.outcome)
 
 
 def page_header(name: str, title: str, intro: str) -> None:
@@ -745,6 +761,17 @@ def parameter_labels(fit: Fit) -> dict[str, str]:
         arr = fit.draws.get(name)
         if arr is not None and arr.ndim == 3 and arr.shape[2] == len(terms):
             out |= {f"{name}[{k}]": f"{name}[{t}]" for k, t in enumerate(terms)}
+    sigma = fit.draws.get("sigma")
+    if sigma is not None and sigma.ndim == 3 and sigma.shape[2] == 2:  # residual sd per arm
+        typical = " (typical over its groups)" if "sigma_group" in fit.draws else ""
+        out |= {"sigma[0]": f"sigma[control]{typical}", "sigma[1]": f"sigma[treated]{typical}"}
+    if "sigma_group" in fit.draws:
+        from hte.variance import variance_groups
+
+        groups = variance_groups(fit.cells)
+        if groups.n_groups == fit.draws["sigma_group"].shape[2]:
+            out |= {f"sigma_group[{g}]": f"sigma[{label}]"
+                    for g, label in enumerate(groups.labels)}
     return out
 
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 
 import pandas as pd
 
+from hte.cells import GAUSSIAN
 from hte.data import PreparedData, Roles, prepare
 from hte.errors import SpecError
 from hte.result import Fit
 from hte.sampler import Progress
 from hte.spec import ModelSpec, Priors, SamplerSettings
+from hte.variance import outcome_shape
 
 Intersections = tuple[tuple[str, ...], ...]
 
@@ -73,9 +76,16 @@ def model_spec(data: PreparedData, interactions: Iterable[str | Sequence[str]] |
 
 def data_info(data: PreparedData,
               interactions: Iterable[str | Sequence[str]] | None = None) -> dict:
-    """What a fit records about its data: counts and fingerprint, never rows; and ``notices``,
-    sentences about choices the model left out (``left_out``: factor -> sentence)."""
+    """What a fit records about its data: counts and fingerprint, never rows; ``notices``,
+    sentences about choices the model left out (``left_out``: factor -> sentence); and for a
+    continuous outcome its shape (share of zeros, skewness, whether it is never negative),
+    which the predictive check uses to flag impossible predictions.
+    """
+    shape = None
+    if data.family == GAUSSIAN and data.frame is not None:
+        shape = asdict(outcome_shape(data.frame["_y"].to_numpy()))
     return {
+        "outcome_shape": shape,
         "left_out": left_out_factors(data),
         "notices": model_notices(data, interactions),
         "n_input_rows": int(data.n_input_rows), "n_used": int(data.n_rows),

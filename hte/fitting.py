@@ -24,6 +24,7 @@ from hte.errors import SpecError
 from hte.result import Fit
 from hte.sampler import EXECUTION_LOCK, Progress, precompile, run_nuts
 from hte.spec import DEFAULT_TARGET_ACCEPT, LATENT_SD, ModelSpec, SamplerSettings
+from hte.variance import DEVIATION_SD, variance_groups
 
 #: Target acceptance rates tried, in order, when the sampler reports divergences.
 RETRY_TARGET_ACCEPT = (0.95, 0.99)
@@ -69,15 +70,23 @@ def model_inputs(cells: CellTable, spec: ModelSpec) -> ModelInputs:
     if cells.family == GAUSSIAN:
         ybar = (table["mean"].to_numpy(np.float64) - center) / scale
         ss = table["ss"].to_numpy(np.float64) / scale**2
+        groups = variance_groups(cells)
+        g = groups.cell_group
+        k = groups.n_groups
         stats = m.GaussianStats(
-            gram=jnp.asarray((x * n[:, None]).T @ x),
-            xty=jnp.asarray(x.T @ (n * ybar)),
-            yty=jnp.asarray(np.sum(ss + n * ybar**2)),
-            n=jnp.asarray(n.sum()),
+            gram=jnp.asarray(np.stack([(x[g == j] * n[g == j, None]).T @ x[g == j]
+                                       for j in range(k)])),
+            xty=jnp.asarray(np.stack([x[g == j].T @ (n * ybar)[g == j] for j in range(k)])),
+            yty=jnp.asarray(np.bincount(g, ss + n * ybar**2, minlength=k)),
+            n=jnp.asarray(np.bincount(g, n, minlength=k)),
         )
+        variance = m.VarianceDesign(arm=jnp.asarray(groups.arm),
+                                    deviation=jnp.asarray(groups.deviation),
+                                    deviation_sd=jnp.asarray(DEVIATION_SD))
         alpha_loc = 0.0
-        args: tuple = (stats,)
-        key = ("gaussian", design.n_terms, design.n_coefs, pr.effect_pooling)
+        args: tuple = (stats, variance)
+        key = ("gaussian", design.n_terms, design.n_coefs, k, groups.deviation.shape[1],
+               pr.effect_pooling)
     else:
         k = table["successes"].to_numpy(np.float64)
         control = z == 0
@@ -105,8 +114,8 @@ def model_inputs(cells: CellTable, spec: ModelSpec) -> ModelInputs:
 def _model_fn(family: str, n_terms: int, pooling: str = "shared"):
     if family == GAUSSIAN:
         return _GAUSSIAN_MODELS.setdefault(
-            (n_terms, pooling), lambda stats, hyper: m.gaussian_model(stats, hyper, n_terms,
-                                                                      pooling=pooling))
+            (n_terms, pooling), lambda stats, variance, hyper: m.gaussian_model(
+                stats, variance, hyper, n_terms, pooling=pooling))
     return _BINOMIAL_MODELS.setdefault(
         (n_terms, pooling), lambda cells, successes, hyper: m.binomial_model(
             cells, hyper, n_terms, successes=successes, pooling=pooling))
@@ -165,12 +174,12 @@ def _shared_scale_args(samples: dict, inputs: ModelInputs, seed: int) -> tuple:
 
 def _coefficient_args(samples: dict, inputs: ModelInputs, seed: int) -> tuple:
     """Arguments of :func:`_gaussian_coefficients` for ``samples`` (chains, draws, ...)."""
-    chains, n_draws = np.shape(samples["sigma"])[:2]
+    chains, n_draws = np.shape(samples["sigma_group"])[:2]
     flat = {k: np.asarray(v).reshape(chains * n_draws, *np.shape(v)[2:])
             for k, v in samples.items()}
     empty = np.zeros((chains * n_draws, 0))
     keys = jax.random.split(jax.random.PRNGKey(seed + 1), chains * n_draws)
-    return (keys, inputs.args[0], inputs.hyper, flat["sigma"],
+    return (keys, inputs.args[0], inputs.hyper, flat["sigma_group"],
             flat.get("sigma_baseline", empty), flat.get("sigma_effect", empty))
 
 
@@ -281,7 +290,9 @@ def _named_draws(run, inputs: ModelInputs, settings: SamplerSettings,
         exe, _ = _executable(_gaussian_coefficients, *args)
         with EXECUTION_LOCK:
             beta = jax.block_until_ready(exe(*args))
-        draws["sigma"] = s["sigma"]
+        draws["sigma"] = s["sigma"]                   # per arm: control, treated
+        if "sigma_deviation" in s:                     # per variance group
+            draws["sigma_group"] = s["sigma_group"]
         draws["beta"] = np.asarray(beta).reshape(chains, n_draws, -1)
     else:
         draws["beta"] = s["beta"]

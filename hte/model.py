@@ -13,7 +13,9 @@ Notation (see docs/model.md for the full statement and the reasons behind each c
                        (Gaussian: omega_k = lambda xi_k, xi_k ~ HalfNormal(1); binary: lambda
                         integrated out, drawn afterwards)
 
-Gaussian: y_i ~ N(eta_c(i), sigma_y^2) on the standardized outcome, sigma_y ~ HalfNormal(s_y).
+Gaussian: y_i ~ N(eta_c(i), sigma_g(i)^2) on the standardized outcome, with one residual sd per
+variance group g (each arm, and the levels of factors whose spread clearly differs;
+:mod:`hte.variance`): sigma_arm ~ HalfNormal(s_y), log sigma_g = log sigma_arm(g) + deviations.
 Because every coefficient in beta enters linearly with a Gaussian prior, beta is integrated out
 exactly given the scales; NUTS samples only the scales, and beta is then drawn from its exact
 Gaussian conditional (:func:`draw_gaussian_coefficients`).
@@ -54,15 +56,26 @@ class Hyper(NamedTuple):
 
 
 class GaussianStats(NamedTuple):
-    """Cell sufficient statistics contracted with the design (standardized outcome).
+    """Cell sufficient statistics contracted with the design (standardized outcome), per group.
 
-    ``gram = X' W X``, ``xty = X' W ybar`` with W = diag(n_c); ``yty`` = sum of y_i^2 over rows.
+    One entry per *variance group* g (a set of cells sharing a residual sd, :mod:`hte.variance`):
+    ``gram[g] = X_g' W_g X_g``, ``xty[g] = X_g' W_g ybar_g`` with W = diag(n_c); ``yty[g]`` the
+    sum of y_i^2 over the group's rows, ``n[g]`` its people. Arrays without the group axis
+    (``gram`` P x P) are one group.
     """
 
     gram: jax.Array
     xty: jax.Array
     yty: jax.Array
     n: jax.Array
+
+
+class VarianceDesign(NamedTuple):
+    """The residual sd of each variance group: log sigma_g = log sigma[arm_g] + deviation_g . e."""
+
+    arm: jax.Array             # (groups,) int: 0 control, 1 treated
+    deviation: jax.Array       # (groups, J) design of the log-sd deviations e ~ N(0, dev_sd^2)
+    deviation_sd: jax.Array    # prior sd of e
 
 
 class BinomialCells(NamedTuple):
@@ -373,46 +386,68 @@ def prior_sd(hyper: Hyper, sigma_baseline: jax.Array, sigma_effect: jax.Array) -
     ])
 
 
+def _grouped(stats: GaussianStats, sigma: jax.Array) -> tuple[GaussianStats, jax.Array]:
+    """Statistics and residual sds with a leading group axis (one group if they have none)."""
+    if stats.gram.ndim == 2:
+        stats = GaussianStats(*(jnp.asarray(a)[None] for a in stats))
+    return stats, jnp.reshape(sigma, (-1,))
+
+
 def _marginal_parts(stats: GaussianStats, sd: jax.Array, sigma: jax.Array):
     """Value of log p(y | scales) and its gradient with respect to ``sd`` and ``sigma``.
 
-    With v = sd^2, phi = sigma^2, Lambda = V^-1 + X'WX / phi (posterior precision of beta),
-    b = X'Wy / phi, and M = I + S X'WX S / phi = L L' (S = diag(sd), so Lambda = S^-1 M S^-1):
+    Group g of cells has residual variance phi_g = sigma_g^2. With v = sd^2,
+    G = sum_g X_g'W_gX_g / phi_g, b = sum_g X_g'W_g y_g / phi_g, Lambda = V^-1 + G (posterior
+    precision of beta) and M = I + S G S = L L' (S = diag(sd), so Lambda = S^-1 M S^-1):
 
-        log p(y) = -N/2 log(2 pi phi) - y'y / (2 phi) - log|L| + |L^-1 r|^2 / 2,  r = S b.
+        log p(y) = sum_g [-n_g/2 log(2 pi phi_g) - y_g'y_g / (2 phi_g)] - log|L| + |L^-1 r|^2 / 2,
+        r = S b.
 
     The gradient is the posterior expectation of the complete-data score (Fisher's identity),
-    with mu = E[beta | y] and Sigma = Cov[beta | y]:
+    with mu = E[beta | y] and Sigma = Cov[beta | y] = S M^-1 S:
 
-        d/dv_j  = (Sigma_jj + mu_j^2) / (2 v_j^2) - 1 / (2 v_j)
-        d/dphi  = E|y - X beta|^2 / (2 phi^2) - N / (2 phi),
-        E|y - X beta|^2 = y'y - 2 mu'X'Wy + mu'X'WX mu + phi (P - tr M^-1).
+        d/dv_j    = (Sigma_jj + mu_j^2) / (2 v_j^2) - 1 / (2 v_j)
+        d/dphi_g  = E|y_g - X_g beta|^2 / (2 phi_g^2) - n_g / (2 phi_g),
+        E|y_g - X_g beta|^2 = y_g'y_g - 2 mu'X_g'W_g y_g + tr(X_g'W_gX_g (Sigma + mu mu')).
 
     One Cholesky factor and one triangular inverse give all of it, about half the cost of
-    differentiating through the Cholesky factorization.
+    differentiating through the Cholesky factorization; each group adds a P x P product.
     """
+    shape = jnp.shape(sigma)
+    stats, sigma = _grouped(stats, sigma)
     phi = sigma**2
     p = sd.shape[0]
-    m = jnp.eye(p) + sd[:, None] * stats.gram * sd[None, :] / phi
+    gram = jnp.einsum("g,gij->ij", 1.0 / phi, stats.gram)
+    m = jnp.eye(p) + sd[:, None] * gram * sd[None, :]
     chol = jax.lax.linalg.cholesky(m, symmetrize_input=False)
     chol_inv = jax.lax.linalg.triangular_solve(chol, jnp.eye(p), left_side=True, lower=True)
-    r = sd * stats.xty / phi
+    r = sd * (stats.xty.T @ (1.0 / phi))
     w = chol_inv @ r
-    value = (-0.5 * stats.n * jnp.log(2 * jnp.pi * phi) - 0.5 * stats.yty / phi
+    value = (jnp.sum(-0.5 * stats.n * jnp.log(2 * jnp.pi * phi) - 0.5 * stats.yty / phi)
              - jnp.sum(jnp.log(jnp.diag(chol))) + 0.5 * jnp.dot(w, w))
     m_inv_diag = jnp.sum(chol_inv**2, axis=0)
     mu = sd * (chol_inv.T @ w)
     v = sd**2
     d_v = (v * m_inv_diag + mu**2) / (2 * v**2) - 0.5 / v
-    resid = (stats.yty - 2 * jnp.dot(mu, stats.xty) + jnp.dot(mu, stats.gram @ mu)
-             + phi * (p - jnp.sum(m_inv_diag)))
+    if stats.gram.shape[0] == 1:   # tr(X'WX Sigma) = phi (P - tr M^-1): no P x P product
+        spread = phi * (p - jnp.sum(m_inv_diag))
+        fitted = stats.gram @ mu @ mu
+    else:
+        a = chol_inv * sd[None, :]                       # L^-1 S: Sigma = A'A
+        second = a.T @ a + mu[:, None] * mu[None, :]     # E[beta beta']
+        spread = jnp.einsum("gij,ij->g", stats.gram, second)
+        fitted = 0.0
+    resid = stats.yty - 2 * (stats.xty @ mu) + fitted + spread
     d_phi = resid / (2 * phi**2) - 0.5 * stats.n / phi
-    return value, d_v * 2 * sd, d_phi * 2 * sigma
+    return value, d_v * 2 * sd, jnp.reshape(d_phi * 2 * sigma, shape)
 
 
 @jax.custom_vjp
 def gaussian_marginal_loglik(stats: GaussianStats, sd: jax.Array, sigma: jax.Array) -> jax.Array:
-    """log p(y | scales) with beta ~ N(0, diag(sd^2)) integrated out, from cell statistics."""
+    """log p(y | scales) with beta ~ N(0, diag(sd^2)) integrated out, from cell statistics.
+
+    ``sigma`` holds one residual sd per variance group of ``stats`` (a scalar for one group).
+    """
     return _marginal_parts(stats, sd, sigma)[0]
 
 
@@ -430,10 +465,25 @@ def _marginal_bwd(res, g):
 gaussian_marginal_loglik.defvjp(_marginal_fwd, _marginal_bwd)
 
 
-def gaussian_model(stats: GaussianStats, hyper: Hyper, n_terms: int,
-                   pooling: str = "shared") -> None:
+def sample_residual_sds(variance: VarianceDesign, hyper: Hyper) -> jax.Array:
+    """Residual sd of every variance group: one per arm, times level deviations where chosen.
+
+    sigma_arm ~ HalfNormal(s_y) for each arm; log sigma_g = log sigma_arm(g) + deviation_g . e
+    with e ~ N(0, dev_sd^2) (zero-sum over each variance factor's levels within an arm).
+    """
+    sigma = numpyro.sample("sigma", dist.HalfNormal(hyper.sigma_scale).expand([2]).to_event(1))
+    log_sd = jnp.log(sigma)[variance.arm]
+    if variance.deviation.shape[1]:
+        e = numpyro.sample("sigma_deviation", dist.Normal(0.0, variance.deviation_sd)
+                           .expand([variance.deviation.shape[1]]).to_event(1))
+        log_sd = log_sd + variance.deviation @ e
+    return numpyro.deterministic("sigma_group", jnp.exp(log_sd))
+
+
+def gaussian_model(stats: GaussianStats, variance: VarianceDesign, hyper: Hyper,
+                   n_terms: int, pooling: str = "shared") -> None:
     """Gaussian outcome with the coefficients integrated out (a collapsed linear-Gaussian model)."""
-    sigma = numpyro.sample("sigma", dist.HalfNormal(hyper.sigma_scale))
+    sigma = sample_residual_sds(variance, hyper)
     sigma_baseline = sample_baseline_scales(hyper, n_terms)
     sigma_effect = sample_effect_scales(hyper, n_terms, pooling=pooling, integrated=False)
     sd = prior_sd(hyper, sigma_baseline, sigma_effect)
@@ -443,11 +493,17 @@ def gaussian_model(stats: GaussianStats, hyper: Hyper, n_terms: int,
 def draw_gaussian_coefficients(key: jax.Array, stats: GaussianStats, hyper: Hyper,
                                sigma: jax.Array, sigma_baseline: jax.Array,
                                sigma_effect: jax.Array) -> jax.Array:
-    """One exact draw of beta from p(beta | scales, y) = N(D^1/2 M^-1 r, D^1/2 M^-1 D^1/2)."""
+    """One exact draw of beta from p(beta | scales, y) = N(D^1/2 M^-1 r, D^1/2 M^-1 D^1/2).
+
+    ``sigma``: the residual sd of each variance group (a scalar for one group).
+    """
+    stats, sigma = _grouped(stats, sigma)
+    precision = 1.0 / sigma**2
     sd = prior_sd(hyper, sigma_baseline, sigma_effect)
-    m = jnp.eye(sd.shape[0]) + sd[:, None] * stats.gram * sd[None, :] / sigma**2
+    gram = jnp.einsum("g,gij->ij", precision, stats.gram)
+    m = jnp.eye(sd.shape[0]) + sd[:, None] * gram * sd[None, :]
     chol = jnp.linalg.cholesky(m)
-    w = jsl.solve_triangular(chol, sd * stats.xty / sigma**2, lower=True)
+    w = jsl.solve_triangular(chol, sd * (stats.xty.T @ precision), lower=True)
     eps = jax.random.normal(key, sd.shape)
     return sd * jsl.solve_triangular(chol.T, w + eps, lower=False)
 

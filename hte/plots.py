@@ -685,53 +685,103 @@ def trace_plot(series: Mapping[str, np.ndarray], max_points: int = 1000) -> go.F
     return fig
 
 
-def ppc_plot(check: pd.DataFrame, *, binary: bool, outcome: str,
-             factors: Sequence[str] = ()) -> go.Figure:
-    """Observed cell means against the model's replicated means, with their intervals.
+def ppc_plot(bins: pd.DataFrame, cells: pd.DataFrame, *, binary: bool, outcome: str,
+             factors: Sequence[str] = (), interval: float = 0.9) -> go.Figure:
+    """The predictive check in two panels that small, noisy cells cannot fake.
 
-    ``check`` is :func:`hte.checks.cell_check`: one row per cell and arm with ``observed``,
-    ``predicted``, ``lower``, ``upper``, ``n``, ``covered``. A model that reproduces the data puts
-    the points near the diagonal with most intervals crossing it; cells whose observed mean falls
-    outside their interval are drawn as crosses.
+    ``bins`` and ``cells`` are :func:`hte.checks.predictive_check`'s tables. Left: per arm, cells
+    grouped by the model's predicted mean; each bin's observed mean (marker) against the interval
+    of the means the model replicates for it (vertical bar), on the diagonal if the model fits.
+    Right: every cell's observed mean minus its predicted mean in units of its own replicated sd,
+    against the predicted mean; about ``interval`` of them inside the dashed band if it fits.
+    Crosses: outside the interval.
     """
     k = 100.0 if binary else 1.0
-    fig = go.Figure()
-    decimals = 1 if binary else effect_decimals(check["observed"] if len(check) else [1.0])
+    level = f"{interval:.0%}"
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
+        "Bins of cells with similar predictions", "Every cell, in units of its own noise"))
+    values = pd.concat([bins[["predicted", "observed", "lower", "upper"]],
+                        cells[["observed"]]]) if len(bins) else pd.DataFrame({"x": [1.0]})
+    decimals = 1 if binary else effect_decimals(values.stack().abs() if len(bins) else [1.0])
+    for arm in ("treated", "control"):
+        rows = bins[bins["arm"] == arm]
+        if rows.empty:
+            continue
+        xs = np.repeat(rows["predicted"].to_numpy() * k, 3)
+        ys = np.column_stack([rows["lower"] * k, rows["upper"] * k,
+                              np.full(len(rows), np.nan)]).reshape(-1)
+        xs[2::3] = np.nan
+        fig.add_trace(go.Scatter(
+            x=xs, y=ys, mode="lines", name=f"{arm}: model's {level} interval",
+            legendgroup=arm, line={"color": _rgba(ARM_COLORS[arm], 0.45), "width": 6},
+            hoverinfo="skip"), row=1, col=1)
+        for covered in (True, False):
+            part = rows[rows["covered"] == covered]
+            if part.empty:
+                continue
+            text = [f"<b>{arm}, bin {int(r['bin'])}</b>: {int(r['cells']):,} cells, "
+                    f"{int(r['n']):,} people<br>observed "
+                    f"{format_number(r['observed'] * k, decimals)}"
+                    f"<br>model {format_number(r['predicted'] * k, decimals)} (interval "
+                    f"{format_number(r['lower'] * k, decimals)} to "
+                    f"{format_number(r['upper'] * k, decimals)})" for _, r in part.iterrows()]
+            fig.add_trace(go.Scatter(
+                x=part["predicted"] * k, y=part["observed"] * k, mode="markers",
+                name=f"{arm}: observed" + ("" if covered else " — outside interval"),
+                legendgroup=arm,
+                marker={"color": ARM_COLORS[arm], "symbol": "circle" if covered else "x",
+                        "size": 10 if covered else 13, "line": {"color": "white", "width": 1}},
+                text=text, hovertemplate="%{text}<extra></extra>"), row=1, col=1)
+    if len(bins):
+        lo = float(min(bins["observed"].min(), bins["lower"].min())) * k
+        hi = float(max(bins["observed"].max(), bins["upper"].max())) * k
+        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="perfect agreement",
+                                 hoverinfo="skip", line={"color": GREY, "dash": "dash"}),
+                      row=1, col=1)
     for arm in ("treated", "control"):
         for covered in (True, False):
-            rows = check[(check["arm"] == arm) & (check["covered"] == covered)]
-            if rows.empty:
+            part = cells[(cells["arm"] == arm) & (cells["covered"] == covered)]
+            if part.empty:
                 continue
             who = [", ".join(f"{f} = {r[f]}" for f in factors) or "Everyone"
-                   for _, r in rows.iterrows()]
+                   for _, r in part.iterrows()]
             text = [f"<b>{w}</b> ({arm})<br>n = {int(r['n']):,}<br>observed "
                     f"{format_number(r['observed'] * k, decimals)}<br>model "
                     f"{format_number(r['predicted'] * k, decimals)} (interval "
                     f"{format_number(r['lower'] * k, decimals)} to "
                     f"{format_number(r['upper'] * k, decimals)})"
-                    for w, (_, r) in zip(who, rows.iterrows(), strict=True)]
+                    for w, (_, r) in zip(who, part.iterrows(), strict=True)]
             fig.add_trace(go.Scatter(
-                x=rows["observed"] * k, y=rows["predicted"] * k, mode="markers",
-                name=f"{arm}" + ("" if covered else " — outside interval"),
+                x=part["predicted"] * k, y=part["standardized"], mode="markers",
+                name=f"{arm} cells" + ("" if covered else " — outside interval"),
+                legendgroup=f"{arm} cells", showlegend=not covered,
                 marker={"color": ARM_COLORS[arm], "symbol": "circle" if covered else "x",
-                        "size": 8 if covered else 11, "opacity": 0.8},
-                error_y={"type": "data", "symmetric": False,
-                         "array": (rows["upper"] - rows["predicted"]) * k,
-                         "arrayminus": (rows["predicted"] - rows["lower"]) * k,
-                         "color": _rgba(ARM_COLORS[arm], 0.35), "thickness": 1.2, "width": 0},
-                text=text, hovertemplate="%{text}<extra></extra>",
-            ))
-    if len(check):
-        lo = float(min(check["observed"].min(), check["lower"].min())) * k
-        hi = float(max(check["observed"].max(), check["upper"].max())) * k
-        fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="perfect agreement",
-                                 hoverinfo="skip", line={"color": GREY, "dash": "dash"}))
+                        "size": 5 if covered else 8, "opacity": 0.55 if covered else 0.9},
+                text=text, hovertemplate="%{text}<extra></extra>"), row=1, col=2)
+    band = float(_normal_quantile(0.5 + interval / 2))
+    for y in (-band, band):
+        fig.add_hline(y=y, line={"color": GREY, "dash": "dash", "width": 1}, row=1, col=2)
+    fig.add_hline(y=0, line={"color": GREY, "width": 1}, row=1, col=2)
     unit = f"share with {outcome} = 1 (%)" if binary else f"mean {outcome}"
-    fig.update_xaxes(title_text=f"Observed cell {unit}")
-    fig.update_yaxes(title_text=f"Model's replicated cell {unit}", showgrid=True,
-                     gridcolor="#E6E6E6")
-    _layout(fig, height=520)
+    fig.update_xaxes(title_text=f"Model's predicted {unit}", row=1, col=1)
+    fig.update_yaxes(title_text=f"Observed {unit}", row=1, col=1)
+    fig.update_xaxes(title_text=f"Model's predicted {unit}", row=1, col=2)
+    fig.update_yaxes(title_text="(observed − predicted) / replicated sd", row=1, col=2)
+    reach = float(np.nanmax(np.abs(cells["standardized"]))) if len(cells) else 0.0
+    reach = max(band + 1.0, reach + 0.3)
+    fig.update_yaxes(range=[-reach, reach], row=1, col=2)
+    _layout(fig, height=620)
+    fig.update_layout(margin={"t": 40, "b": 10},
+                      legend={"orientation": "h", "yanchor": "top", "y": -0.16, "xanchor": "left",
+                              "x": 0})
+    fig.update_annotations(font_size=15)
     return fig
+
+
+def _normal_quantile(p: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(p))
 
 
 # -- exports --------------------------------------------------------------------------------------

@@ -142,6 +142,9 @@ except HteError as err:
 st.info(data.describe(), icon=":material/fact_check:")
 for notice in left_out_factors(data).values():
     st.warning(ui.md(notice), icon=":material/info:")
+shape_note = ui.outcome_note(data)
+if shape_note:
+    st.info(shape_note, icon=":material/bar_chart:")
 if data.factors:
     st.subheader("Who is in the experiment")
     st.caption("People in each group, treated and control. Randomization should give every group "

@@ -85,25 +85,17 @@ ui.download_table(params, "parameters", key="params_csv")
 
 # -- predictive check -----------------------------------------------------------------------------
 st.subheader("Does the model reproduce the data?")
-check = ui.cell_check(fit, interval=0.9)
-covered = float(check["covered"].mean()) if len(check) else float("nan")
+check = ui.predictive_check(fit, interval=0.9)
 st.markdown(
-    "For every cell (combination of factor levels) and arm, the observed mean is compared with "
-    "means the fitted model replicates. If the model fits, points lie near the diagonal and about "
-    f"90% of the cells' observed means fall inside their 90% intervals. Here: "
-    f"**{covered:.0%} of {len(check):,} cells**"
-    + (" — as expected." if covered >= 0.8 else
-       " — fewer than expected: the model may miss something (an intersection, or a factor)."))
-crowded = len(check) > 150
-c1, _ = st.columns([1, 2])
-with c1:
-    smallest = ui.persistent(st.number_input, "Show cells with at least this many people",
-                             "ppc_min_n", 10 if crowded else 1, min_value=1, step=5,
-                             help="Cells with a handful of people have wide intervals and crowd "
-                                  "the plot; the percentage above counts every cell.")
-shown = check[check["n"] >= smallest]
-st.caption(f"Showing {len(shown):,} of {len(check):,} cells. Crosses: observed mean outside the "
-           "model's 90% interval.")
-ui.show_figure(plots.ppc_plot(shown, binary=binary, outcome=outcome, factors=fit.cells.factors),
+    "The model replicates the data many times; the observed data should look like one of the "
+    "replications. Left: cells with similar predictions are pooled into bins (per arm), so each "
+    "point averages many people; its observed mean should sit inside the model's interval, on "
+    "the diagonal. Right: every cell's observed mean minus the model's, in units of that cell's "
+    "own noise, so small and large cells are on one scale; about 90% should fall between the "
+    "dashed lines, with no trend.")
+(st.success if check.ok else st.warning)(
+    check.summary(outcome), icon=":material/check_circle:" if check.ok else ":material/warning:")
+ui.show_figure(plots.ppc_plot(check.bins, check.cells, binary=binary, outcome=outcome,
+                              factors=fit.cells.factors, interval=check.interval),
                "predictive_check", key="ppc")
-ui.download_table(check, "predictive_check", key="ppc_csv")
+ui.download_table(check.cells, "predictive_check", key="ppc_csv")

@@ -336,3 +336,111 @@ def test_interweaving_leaves_the_prior_unchanged(pooling, shape):
     for j in (0, 1, 3, 8):
         assert stats.ks_2samp(np.asarray(z["effect_raw"][:, j]),
                               np.asarray(fresh["effect_raw"][:, j])).pvalue > 1e-3
+
+
+# -- residual sd per variance group ---------------------------------------------------------------
+
+def grouped_inputs(rows: pd.DataFrame, by: tuple[str, ...] = ("a",)):
+    """Stacked per-group statistics (groups: arm x levels of ``by``), as hte.fitting builds them."""
+    from hte.variance import variance_groups
+
+    cells = aggregate(rows, ["a", "b"], "gaussian")
+    design = design_for(cells)
+    groups = variance_groups(cells, by)
+    c = cells.cells
+    x = design.rows(cells.level_codes(c), c["z"].to_numpy())
+    n = c["n"].to_numpy(float)
+    ybar = c["mean"].to_numpy()
+    g = groups.cell_group
+    k = groups.n_groups
+    stats_ = m.GaussianStats(
+        gram=jnp.asarray(np.stack([(x[g == j] * n[g == j, None]).T @ x[g == j] for j in range(k)])),
+        xty=jnp.asarray(np.stack([x[g == j].T @ (n * ybar)[g == j] for j in range(k)])),
+        yty=jnp.asarray(np.bincount(g, c["ss"] + n * ybar**2, minlength=k)),
+        n=jnp.asarray(np.bincount(g, n, minlength=k)))
+    # the group of every row, through its cell
+    key = pd.MultiIndex.from_frame(c[["a", "b", "z"]].astype(str))
+    row_key = pd.MultiIndex.from_frame(rows[["a", "b", "_z"]].astype(str))
+    row_group = g[key.get_indexer(row_key)]
+    x_rows = design.rows(cells.level_codes(rows), rows["_z"].to_numpy())
+    return design, stats_, x_rows, groups, row_group
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_heteroscedastic_collapsed_likelihood_equals_dense_row_marginal(seed):
+    """Per-group sd: beta integrated out from cells == log N(y; 0, diag(sigma_g(i)^2) + X D X')."""
+    rng = np.random.default_rng(seed)
+    rows = random_rows(rng, 150, binary=False)
+    design, stats_, x_rows, groups, row_group = grouped_inputs(rows)
+    assert groups.n_groups == 6                           # 2 arms x 3 levels of a
+    sd = rng.uniform(0.2, 2.0, design.n_coefs)
+    sigma = rng.uniform(0.4, 2.5, groups.n_groups)
+    collapsed = float(m.gaussian_marginal_loglik(stats_, jnp.asarray(sd), jnp.asarray(sigma)))
+    cov = np.diag(sigma[row_group] ** 2) + (x_rows * sd**2) @ x_rows.T
+    dense = stats.multivariate_normal(np.zeros(len(rows)), cov).logpdf(rows["_y"])
+    assert collapsed == pytest.approx(dense, abs=1e-6)
+
+
+def direct_grouped_loglik(x_rows, y, row_group, sd, sigma):
+    """log N(y; 0, diag(sigma_g(i)^2) + X D X') over the rows, written plainly for jax.grad."""
+    cov = jnp.diag(sigma[row_group] ** 2) + (x_rows * sd**2) @ x_rows.T
+    chol = jnp.linalg.cholesky(cov)
+    w = jsl.solve_triangular(chol, y, lower=True)
+    return (-0.5 * len(y) * jnp.log(2 * jnp.pi) - jnp.sum(jnp.log(jnp.diag(chol)))
+            - 0.5 * jnp.dot(w, w))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_heteroscedastic_gradient_matches_automatic_differentiation(seed):
+    rng = np.random.default_rng(seed + 10)
+    rows = random_rows(rng, 120, binary=False)
+    design, stats_, x_rows, groups, row_group = grouped_inputs(rows)
+    sd = jnp.asarray(rng.uniform(0.1, 1.5, design.n_coefs))
+    sigma = jnp.asarray(rng.uniform(0.5, 2.0, groups.n_groups))
+    ours = jax.grad(m.gaussian_marginal_loglik, argnums=(1, 2))(stats_, sd, sigma)
+    ref = jax.grad(direct_grouped_loglik, argnums=(3, 4))(
+        jnp.asarray(x_rows), jnp.asarray(rows["_y"].to_numpy()), jnp.asarray(row_group), sd, sigma)
+    np.testing.assert_allclose(ours[0], ref[0], rtol=1e-7, atol=1e-8)
+    np.testing.assert_allclose(ours[1], ref[1], rtol=1e-7, atol=1e-8)
+
+
+def test_grouped_coefficient_draws_have_the_exact_conditional_mean_and_covariance():
+    rng = np.random.default_rng(8)
+    rows = random_rows(rng, 150, binary=False)
+    design, stats_, x_rows, groups, row_group = grouped_inputs(rows)
+    k = design.n_terms
+    hyper = m.Hyper(alpha_loc=jnp.asarray(0.0), alpha_sd=jnp.asarray(1.0),
+                    tau_sd=jnp.asarray(1.0), baseline_scale=jnp.asarray(0.5),
+                    modifier_scale=jnp.asarray(0.2), sigma_scale=jnp.asarray(1.0),
+                    binary_baseline_sd=jnp.asarray(1.0),
+                    coef_term=jnp.asarray(design.coef_term))
+    sigma = jnp.asarray(rng.uniform(0.5, 2.0, groups.n_groups))
+    sb, se = jnp.full(k, 0.6), jnp.full(k, 0.3)
+    keys = jax.random.split(jax.random.PRNGKey(1), 40000)
+    draw = jax.vmap(m.draw_gaussian_coefficients, in_axes=(0, None, None, None, None, None))
+    beta = np.asarray(draw(keys, stats_, hyper, sigma, sb, se))
+    sd = np.asarray(m.prior_sd(hyper, sb, se))
+    weight = 1.0 / np.asarray(sigma)[row_group] ** 2
+    precision = np.diag(sd**-2) + (x_rows * weight[:, None]).T @ x_rows
+    cov = np.linalg.inv(precision)
+    mean = cov @ x_rows.T @ (weight * rows["_y"].to_numpy())
+    se_mean = np.sqrt(np.diag(cov) / len(beta))
+    assert np.all(np.abs(beta.mean(axis=0) - mean) < 5 * se_mean)
+    np.testing.assert_allclose(np.cov(beta, rowvar=False), cov, atol=0.05 * np.max(np.diag(cov)))
+
+
+def test_variance_groups_deviations_sum_to_zero_within_each_arm():
+    from hte.variance import variance_groups
+
+    rows = random_rows(np.random.default_rng(0), 200, binary=False)
+    cells = aggregate(rows, ["a", "b"], "gaussian")
+    groups = variance_groups(cells, ("a", "b"))
+    assert groups.n_groups == 12 and groups.deviation.shape == (12, 2 * (2 + 1))
+    for arm in (0, 1):
+        block = groups.deviation[groups.arm == arm]
+        np.testing.assert_allclose(block.sum(axis=0), 0, atol=1e-12)  # zero-sum over levels
+        assert np.all(groups.deviation[groups.arm != arm][:, 3 * arm:3 * arm + 3] == 0)
+    assert groups.labels[0] == "control, a = x, b = p"
+    plain = variance_groups(cells, ())
+    assert plain.n_groups == 2 and plain.deviation.shape == (2, 0)
+    np.testing.assert_array_equal(plain.cell_group, cells.cells["z"].to_numpy())

@@ -237,19 +237,29 @@ def test_trace_plot_one_line_per_chain_and_parameter():
     assert sum(t.showlegend for t in fig.data) == 4
 
 
-def test_ppc_plot_observed_against_predicted_in_percent_for_binary():
-    check = pd.DataFrame({"gender": ["Female", "Female", "Male", "Male"],
+def test_ppc_plot_bins_against_intervals_and_standardized_cells_in_percent_for_binary():
+    cells = pd.DataFrame({"gender": ["Female", "Female", "Male", "Male"],
                           "arm": ["treated", "control", "treated", "control"],
                           "n": [10, 12, 9, 11], "observed": [0.5, 0.25, 0.9, 0.1],
                           "predicted": [0.45, 0.3, 0.5, 0.12], "lower": [0.2, 0.1, 0.3, 0.0],
                           "upper": [0.7, 0.5, 0.7, 0.3],
-                          "covered": [True, True, False, True]})
-    fig = plots.ppc_plot(check, binary=True, outcome="donated", factors=["gender"])
-    names = [t.name for t in fig.data]
-    assert names == ["treated", "treated — outside interval", "control", "perfect agreement"]
-    outside = fig.data[1]
-    assert list(outside.x) == [90.0] and outside.marker.symbol == "x"
-    assert "gender = Male" in outside.text[0]
+                          "covered": [True, True, False, True],
+                          "standardized": [0.3, -0.4, 2.6, 0.1]})
+    bins = pd.DataFrame({"arm": ["treated", "control"], "bin": [1, 1], "cells": [2, 2],
+                         "n": [19, 23], "predicted": [0.47, 0.2], "observed": [0.69, 0.17],
+                         "lower": [0.35, 0.1], "upper": [0.6, 0.3], "covered": [False, True]})
+    fig = plots.ppc_plot(bins, cells, binary=True, outcome="donated", factors=["gender"])
+    traces = {t.name: t for t in fig.data}
+    outside = traces["treated: observed — outside interval"]
+    assert list(outside.x) == [47.0] and list(outside.y) == [69.0]     # percent
+    assert outside.marker.symbol == "x" and outside.xaxis == "x"
+    interval = traces["treated: model's 90% interval"]
+    assert list(interval.y[:2]) == [35.0, 60.0]                         # the replicated interval
+    flagged = traces["treated cells — outside interval"]
+    assert flagged.xaxis == "x2" and list(flagged.y) == [2.6]           # standardized
+    assert "gender = Male" in flagged.text[0]
+    band = [s.y0 for s in fig.layout.shapes]
+    assert any(abs(y - 1.645) < 1e-3 for y in band) and any(abs(y + 1.645) < 1e-3 for y in band)
     assert "%" in fig.layout.xaxis.title.text
 
 
