@@ -207,21 +207,22 @@ class Diagnostics:
     def advice(self) -> list[str]:
         where_r = where_e = ""
         if self.effects_checked:
+            failing = not self.effects_max_r_hat <= MAX_R_HAT
             where_r = (f" (parameters {self.max_r_hat:.3f}, group effects "
                        f"{self.effects_max_r_hat:.3f}"
-                       + (f"; worst: {', '.join(self.effects_worst[:3])}" if self.effects_worst
-                          else "") + ")")
+                       + (f"; worst: {'; '.join(self.effects_worst[:3])}"
+                          if failing and self.effects_worst else "") + ")")
             where_e = (f" (group effects: bulk {self.effects_min_ess_bulk:.0f}, tail "
                        f"{self.effects_min_ess_tail:.0f})")
         tips = {
             "divergences": f"{self.divergences} divergent transitions: the sampler could not "
                            "follow the posterior everywhere. Increase the target acceptance "
                            "(e.g. 0.95 or 0.99) or use a stronger prior.",
-            "r_hat": f"The chains disagree (largest R-hat {self.largest_r_hat:.3f} > "
-                     f"{MAX_R_HAT}{where_r}). Run more warm-up and draws.",
-            "ess": f"Too few effective draws (smallest bulk ESS {self._min_ess('bulk'):.0f}, "
+            "r_hat": f"The chains disagree: largest R-hat {self.largest_r_hat:.3f} > "
+                     f"{MAX_R_HAT}{where_r}. Run more warm-up and draws.",
+            "ess": f"Too few effective draws: smallest bulk ESS {self._min_ess('bulk'):.0f}, "
                    f"tail ESS {self._min_ess('tail'):.0f}{where_e}; want "
-                   f"{MIN_ESS_PER_CHAIN * self.chains}). Run more draws.",
+                   f"{MIN_ESS_PER_CHAIN * self.chains}. Run more draws.",
             "tree_depth": f"{self.tree_depth_saturated} draws hit the maximum tree depth "
                           f"({self.max_tree_depth}); the sampler is working hard. Increase the "
                           "maximum tree depth or simplify the model.",
@@ -247,6 +248,7 @@ class Diagnostics:
             return replace(self, effects_checked=0, effects_max_r_hat=None,
                            effects_min_ess_bulk=None, effects_min_ess_tail=None,
                            effects_worst=[])
+        # worst R-hat first (the advice names those when R-hat fails), then smallest ESS
         worst = pd.concat([table.nlargest(3, "r_hat"), table.nsmallest(3, "ess_bulk")])
         return replace(
             self, effects_checked=len(table),
