@@ -53,6 +53,6 @@ def test_chains_start_overdispersed_around_the_mode():
     starts = np.asarray(comp.start(jax.random.PRNGKey(0), ()).z["x"])
     assert starts.shape == (chains, 2)
     assert np.abs(starts.mean(axis=0) - 3.0).max() < 0.15
-    # the Laplace sd is 0.5; the starting points spread START_SPREAD (2) times as wide
+    # the Laplace sd is 0.5; the starting points spread START_SPREAD (1.5) times as wide
     np.testing.assert_allclose(starts.std(axis=0), 0.5 * sampler.START_SPREAD, rtol=0.12)
-    assert (starts.std(axis=0) > 0.8).all()
+    assert (starts.std(axis=0) > 1.3 * 0.5).all()
