@@ -21,7 +21,8 @@ from hte.errors import HteError
 
 JSON_EFFECT_FIELDS = ["n", "n_treated", "n_control", "mean", "sd", "lower", "upper", "p_above",
                       "p_practically_zero", "p_below", "verdict", "extrapolated", "small_arm",
-                      "raw_mean", "raw_se"]
+                      "raw_mean", "raw_se", "r_hat", "ess_bulk", "ess_tail", "mcse_p_above",
+                      "mcse_p_practically_zero", "mcse_p_below"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,9 +98,18 @@ def effects_json(fit, table, min_arm: int = MIN_ARM) -> dict:
     return {
         "formula": fit.formula,
         "family": fit.family,
-        "diagnostics": {"max_r_hat": _clean(d.max_r_hat), "min_ess_bulk": _clean(d.min_ess_bulk),
-                        "divergences": int(d.divergences), "seconds": round(d.seconds, 3),
-                        "ok": d.ok, "advice": d.advice()},
+        "diagnostics": {
+            "max_r_hat": _clean(d.max_r_hat), "min_ess_bulk": _clean(d.min_ess_bulk),
+            "min_ess_tail": _clean(d.min_ess_tail),
+            "effects_checked": d.effects_checked,
+            "effects_max_r_hat": _clean(d.effects_max_r_hat),
+            "effects_min_ess_bulk": _clean(d.effects_min_ess_bulk),
+            "effects_min_ess_tail": _clean(d.effects_min_ess_tail),
+            "chains": d.chains, "draws": d.draws,
+            "divergences": int(d.divergences), "seconds": round(d.seconds, 3),
+            "attempts": [{k: _clean(v) for k, v in a.items()} for a in d.attempts_log],
+            "ok": d.ok, "verdict": d.verdict(), "advice": d.advice(),
+            "unchecked": d.unchecked()},
         "decision": {"min_arm": int(min_arm), "small_arm": SMALL_ARM},
         "notices": list(fit.data_info.get("notices", [])),
         "effects": effects,

@@ -246,32 +246,42 @@ def fit_cells(cells: CellTable, spec: ModelSpec, settings: SamplerSettings | Non
     if settings.retry_on_divergence:
         targets += [t for t in RETRY_TARGET_ACCEPT if t > first]
     seconds = compile_s = 0.0
+    attempts: list[dict] = []  # every attempt's settings and outcome, kept in the diagnostics
     t_start = time.perf_counter()
     for attempt, target in enumerate(targets, start=1):
         label = "" if attempt == 1 else f"Retry {attempt - 1} (target acceptance {target}): "
+        seed = settings.seed + 7919 * (attempt - 1)
         run = run_nuts(
             fn, (*inputs.args, inputs.hyper), inputs.shape_key, chains=settings.chains,
-            warmup=settings.warmup, draws=settings.draws, seed=settings.seed + 7919 * (attempt - 1),
+            warmup=settings.warmup, draws=settings.draws, seed=seed,
             target_accept=target, max_tree_depth=settings.max_tree_depth, progress=progress,
             label=label, move=move,
         )
         seconds += run.seconds_sampling
         compile_s += run.seconds_compile
+        attempts.append({
+            "attempt": attempt, "target_accept": float(target), "seed": int(seed),
+            "divergences": int(run.diverging.sum()),
+            "tree_depth_hits": int((run.tree_depth >= settings.max_tree_depth).sum()),
+            "seconds": round(float(run.seconds_sampling), 3)})
         if not run.diverging.any():
             break
     draws = _named_draws(run, inputs, settings, cells.family)
     diag, table = summarize(
         draws, divergences=int(run.diverging.sum()), tree_depth=run.tree_depth,
         max_tree_depth=settings.max_tree_depth, target_accept=target, seconds=seconds,
-        seconds_compile=compile_s, attempts=attempt,
+        seconds_compile=compile_s, attempts=attempt, attempts_log=attempts,
     )
-    return Fit(
+    fit = Fit(
         spec=spec, settings=settings, cells=cells, center=inputs.center, scale=inputs.scale,
         draws=draws, diagnostics=diag, parameter_table=table,
         sampler_stats={"diverging": run.diverging, "tree_depth": run.tree_depth,
                        "accept_prob": run.accept_prob},
-        data_info=dict(data_info or {}), seconds_total=time.perf_counter() - t_start,
+        data_info=dict(data_info or {}),
     )
+    fit.diagnostics = diag.with_effects(fit.effect_convergence())  # the numbers reported
+    fit.seconds_total = time.perf_counter() - t_start
+    return fit
 
 
 def _named_draws(run, inputs: ModelInputs, settings: SamplerSettings,

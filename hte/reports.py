@@ -187,7 +187,7 @@ class Snapshot:
             title=title, note=note, created=now.replace(microsecond=0), expires=expiry,
             formula=fit.formula, family=fit.family, outcome=fit.spec.outcome,
             treated=fit.spec.treated, control=fit.spec.control, factors=factors,
-            data=json.loads(json.dumps(data)), diagnostics=fit.diagnostics.to_dict(),
+            data=json.loads(json.dumps(data)), diagnostics=_public(fit.diagnostics),
             groups=groups, draws=draws, min_cell=int(min_cell), withheld=int(hidden.sum()),
             threshold=float(threshold), interval=float(interval), cutoff=float(cutoff),
             min_arm=rule.min_arm,
@@ -368,6 +368,12 @@ class Snapshot:
         except (KeyError, TypeError, ValueError, OSError, AttributeError,
                 zipfile.BadZipFile) as err:
             raise ReportError("The stored report is damaged and cannot be shown.") from err
+
+
+def _public(diagnostics: Any) -> dict[str, Any]:
+    """The diagnostics to publish: without the names of the worst group effects, which may
+    name a group the report withholds."""
+    return {k: v for k, v in diagnostics.to_dict().items() if k != "effects_worst"}
 
 
 def _missing(value: Any) -> bool:

@@ -22,7 +22,7 @@ from hte import effects as fx
 from hte.cells import BINARY, CellTable
 from hte.decisions import EXTRAPOLATED, MIN_ARM, DecisionRule, arm_flags, summarize
 from hte.design import Design
-from hte.diagnostics import Diagnostics, parameter_table
+from hte.diagnostics import Diagnostics, effect_convergence, parameter_table, probability_mcse
 from hte.errors import HteError, SpecError
 from hte.spec import ModelSpec, Priors, SamplerSettings
 
@@ -32,6 +32,11 @@ FORMAT_VERSION = 1
 EFFECT_COLUMNS = ["n", "n_treated", "n_control", "mean", "median", "sd", "lower", "upper",
                   "p_above", "p_practically_zero", "p_below", "verdict", "extrapolated",
                   "small_arm", "raw_mean", "raw_se"]
+#: Monte Carlo columns of :meth:`Fit.effects`, last: convergence of each effect's draws (R-hat,
+#: bulk and tail ESS; see :meth:`Fit.effect_convergence`) and the Monte Carlo standard error of
+#: its three probabilities at the threshold asked for (:func:`hte.diagnostics.probability_mcse`).
+MC_COLUMNS = ["r_hat", "ess_bulk", "ess_tail", "mcse_p_above", "mcse_p_practically_zero",
+              "mcse_p_below"]
 
 
 @dataclass
@@ -149,13 +154,62 @@ class Fit:
         then :data:`EFFECT_COLUMNS`. A group with fewer than ``min_arm`` treated or control
         people in the sample is ``extrapolated`` (its verdict says so; see
         :mod:`hte.decisions`), one with fewer than :data:`hte.decisions.SMALL_ARM` is flagged
-        ``small_arm``. With a ``population`` the counts, and so the flags, stay the sample's.
+        ``small_arm``. With a ``population`` the counts, and so the flags, stay the sample's. Then the Monte Carlo columns
+        :data:`MC_COLUMNS`.
         """
         rule = DecisionRule(threshold, interval, cutoff, min_arm)
         by = self._by(by)
         groups = self.groups(by)
         draws = self.effect_draws(groups, population)
-        return self._table(by, groups, draws, rule)
+        table = self._table(by, groups, draws, rule)
+        return pd.concat([table, self._monte_carlo(by, draws, rule, population is None)], axis=1)
+
+    @cached_property
+    def _convergence(self) -> dict[tuple[str, ...], pd.DataFrame]:
+        """Convergence of the sample's group effects per grouping (independent of the rule)."""
+        return {}
+
+    @property
+    def chains(self) -> int:
+        return int(self.draws["beta"].shape[0])
+
+    def _monte_carlo(self, by: tuple[str, ...], draws: np.ndarray, rule: DecisionRule,
+                     cache: bool) -> pd.DataFrame:
+        """:data:`MC_COLUMNS` for effect draws (draws x groups), chains one after another."""
+        conv = self._convergence.get(by) if cache else None
+        if conv is None:
+            conv = effect_convergence(draws, self.chains)
+            if cache:
+                self._convergence[by] = conv
+        delta = rule.threshold
+        above, below = draws > delta, draws < -delta
+        mc = {"mcse_p_above": above, "mcse_p_practically_zero": ~(above | below),
+              "mcse_p_below": below}
+        out = conv.copy()
+        for name, indicator in mc.items():
+            out[name] = probability_mcse(indicator.astype(np.float64), self.chains)
+        return out[MC_COLUMNS]
+
+    def effect_convergence(self, pairs: bool = True) -> pd.DataFrame:
+        """R-hat and bulk/tail ESS of every group effect :meth:`effect_table` reports.
+
+        Columns ``by``, ``label``, ``r_hat``, ``ess_bulk``, ``ess_tail``; computed on each
+        effect's draws with their chain structure. These do not depend on the threshold.
+        """
+        parts = []
+        groupings: list[tuple[str, ...]] = [(), *((f,) for f in self.factors)]
+        if pairs:
+            groupings += list(itertools.combinations(self.factors, 2))
+        for by in groupings:
+            groups = self.groups(by)
+            if by not in self._convergence:
+                self._convergence[by] = effect_convergence(self.effect_draws(groups),
+                                                           self.chains)
+            parts.append(self._convergence[by].assign(
+                by=" × ".join(by) if by else "Everyone",
+                label=[fx.group_label(g) for g in groups]))
+        out = pd.concat(parts, ignore_index=True)
+        return out[["by", "label", "r_hat", "ess_bulk", "ess_tail"]]
 
     def _table(self, by: tuple[str, ...], groups: list[dict[str, str]], draws: np.ndarray,
                rule: DecisionRule) -> pd.DataFrame:
@@ -251,7 +305,7 @@ class Fit:
         cells = CellTable(family=c["family"], factors=tuple(c["factors"]),
                           levels={k: tuple(v) for k, v in c["levels"].items()},
                           cells=pd.DataFrame(c["table"]))
-        return cls(
+        fit = cls(
             spec=_spec_from_dict(meta["spec"]), settings=SamplerSettings(**meta["settings"]),
             cells=cells, center=meta["center"], scale=meta["scale"], draws=draws,
             diagnostics=Diagnostics.from_dict(meta["diagnostics"]),
@@ -259,6 +313,9 @@ class Fit:
             sampler_stats=stats, data_info=meta["data_info"],
             seconds_total=meta["seconds_total"],
         )
+        if not fit.diagnostics.effects_checked:  # saved before the group effects were checked
+            fit.diagnostics = fit.diagnostics.with_effects(fit.effect_convergence())
+        return fit
 
     def to_inference_data(self):
         """ArviZ InferenceData: posterior (named scales, coefficients, level effects) + stats."""

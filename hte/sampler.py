@@ -7,8 +7,9 @@ cached per model shape and sampler setting, so a second fit of the same shape (n
 priors) reuses it; JAX's persistent compilation cache also carries it across processes.
 
 Before sampling, the posterior mode and the Hessian there are found in the unconstrained space
-(:func:`_laplace`). Chains start from draws of that Laplace approximation with its covariance
-as the initial dense mass matrix, which NUTS then adapts as usual.
+(:func:`_newton`). Chains start from overdispersed draws of that Laplace approximation (its
+covariance inflated :data:`START_SPREAD` squared times), with the covariance itself as the
+initial dense mass matrix, which NUTS then adapts as usual.
 
 A model may add a Gibbs step that runs after every NUTS transition (``move``; the binary model
 redraws its effect scales given the centred coefficients, :mod:`hte.model`).
@@ -42,6 +43,12 @@ Progress = Callable[[float, str], None]
 #: An extra exact Gibbs step after each NUTS iteration: (key, unconstrained z, model args) -> z.
 Move = Callable[[jax.Array, dict, tuple], dict]
 
+#: Chains start from the Laplace approximation widened this many times (covariance x 2.25):
+#: overdispersed relative to the posterior, so R-hat can see chains that have not forgotten
+#: where they started (e.g. a second mode), as its derivation assumes (Gelman and Rubin 1992).
+#: 2.0 (covariance x 4) cost the binary benchmark tail ESS (306-428 in 3 seeds vs 532-1635);
+#: 1.5 did not (bench/README.md).
+START_SPREAD = 1.5
 #: Iterations per compiled chunk: progress is reported this often.
 CHUNK = 50
 #: XLA options for the steps that run once or a few times per fit (start, metric update,
@@ -164,8 +171,9 @@ def _start_chains(kernel: NUTS, warmup: int, chains: int, rng_key: jax.Array, ar
     """Initial NUTS states of all chains, started from the Laplace approximation.
 
     The posterior mode and the Hessian there are found in the unconstrained space
-    (:func:`_newton`); each chain starts from a draw of that Gaussian approximation, so chains
-    start dispersed at the posterior's own scale, with its covariance as the first metric.
+    (:func:`_newton`); each chain starts from a draw of that Gaussian approximation with its
+    covariance inflated :data:`START_SPREAD` squared times, so chains start overdispersed
+    relative to the posterior, with the (uninflated) covariance as the first metric.
     Starting from the mode with that metric removes the expensive first warm-up windows, where
     an identity metric forces tiny steps along the best-determined directions (e.g. the residual
     sd) and trees of maximum depth along the others.
@@ -191,7 +199,7 @@ def _start_chains(kernel: NUTS, warmup: int, chains: int, rng_key: jax.Array, ar
     cov = jnp.where(good, (eigvec / eigval) @ eigvec.T, jnp.eye(start.shape[0]))
     mode = jnp.where(good, mode, start)
     chol = jnp.linalg.cholesky(cov)
-    eps = jax.random.normal(key_jitter, (chains, start.shape[0]))
+    eps = START_SPREAD * jax.random.normal(key_jitter, (chains, start.shape[0]))
 
     def chain_state(e, key):
         z = unravel(mode + chol @ e)

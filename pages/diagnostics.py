@@ -1,5 +1,6 @@
 """Step 6: can the results be trusted? Sampler convergence and a posterior predictive check."""
 
+import pandas as pd
 import streamlit as st
 
 import ui
@@ -21,30 +22,92 @@ if d.ok:
     st.success(d.verdict(), icon=":material/check_circle:")
 else:
     st.warning(d.verdict(), icon=":material/warning:")
+if d.attempts > 1:
+    st.markdown(f"**The sampler ran {d.attempts} times.** An attempt with divergent transitions "
+                "is repeated at a higher target acceptance with a new seed; every attempt is "
+                "listed here, and the results shown are from the last.")
+    st.dataframe(d.attempts_table(), hide_index=True,
+                 column_config={"Seconds": st.column_config.NumberColumn(format="%.1f")})
 want_ess = MIN_ESS_PER_CHAIN * d.chains
+no_r_hat = "cannot compare chains: run 2 or more chains"
+st.markdown("**Model parameters** (scales and coefficients)")
 m1, m2, m3, m4, m5 = st.columns(5)
-m1.metric("Largest R-hat", f"{d.max_r_hat:.3f}", help=f"Want at most {MAX_R_HAT}: chains agree.")
+m1.metric("Largest R-hat", f"{d.max_r_hat:.3f}" if d.chains_compared else "–",
+          help=f"Want at most {MAX_R_HAT}: chains agree." if d.chains_compared else
+          f"With one chain, R-hat {no_r_hat}.")
 m2.metric("Smallest bulk ESS", f"{d.min_ess_bulk:,.0f}",
           help=f"Effective draws for the centre of the posterior; want at least {want_ess:,}.")
 m3.metric("Smallest tail ESS", f"{d.min_ess_tail:,.0f}",
           help=f"Effective draws for intervals; want at least {want_ess:,}.")
-m4.metric("Divergent transitions", f"{d.divergences:,}", help="Want none.")
+m4.metric("Divergent transitions", f"{d.divergences:,}",
+          help="Want none." + (f" In the attempt shown; all attempts: "
+                               f"{', '.join(str(a['divergences']) for a in d.attempts_log)}."
+                               if d.attempts > 1 else ""))
 m5.metric("Time", f"{fit.seconds_total:,.1f} s",
           help=f"{d.chains} chains × {d.draws:,} draws; sampling {d.seconds:,.1f} s, compiling "
                f"{d.seconds_compile:,.1f} s" + (f", {d.attempts} attempts" if d.attempts > 1
                                                   else ""))
+if d.effects_checked:
+    st.markdown(f"**Group effects reported** (everybody, every level, every pair of factors: "
+                f"{d.effects_checked:,} effects)")
+    e1, e2, e3, _, _ = st.columns(5)
+    e1.metric("Largest R-hat", f"{d.effects_max_r_hat:.3f}" if d.chains_compared else "–",
+              help=f"Want at most {MAX_R_HAT}." if d.chains_compared else
+              f"With one chain, R-hat {no_r_hat}.")
+    e2.metric("Smallest bulk ESS", f"{d.effects_min_ess_bulk:,.0f}",
+              help=f"Want at least {want_ess:,}.")
+    e3.metric("Smallest tail ESS", f"{d.effects_min_ess_tail:,.0f}",
+              help=f"Want at least {want_ess:,}.")
 with st.expander("What these numbers mean"):
     st.markdown(
         f"- **R-hat** compares the chains with each other: near 1 means they agree. Above "
-        f"{MAX_R_HAT}, run longer.\n"
+        f"{MAX_R_HAT}, run longer. The chains start spread wider than the posterior, so chains "
+        "that have not forgotten where they started show up here.\n"
         f"- **ESS** (effective sample size) is how many independent draws the correlated draws "
         f"are worth; the probabilities on the result pages need at least {MIN_ESS_PER_CHAIN} "
         f"per chain.\n"
         "- **Divergent transitions** mean the sampler could not follow the posterior somewhere; "
         "even a few can bias results. Raise the target acceptance or use a stronger prior.\n"
-        f"- The sampler ran {d.chains} chains of {d.draws:,} draws after warm-up"
-        + (f" and needed {d.attempts} attempts (it retries with a higher target acceptance "
-           "after divergences)" if d.attempts > 1 else "") + ".")
+        "- **Monte Carlo error** (MCSE) of a probability is how much it would move if the "
+        "sampler were run again with another seed: about ±2 MCSE.\n"
+        f"- The sampler ran {d.chains} chains of {d.draws:,} draws after warm-up.")
+
+# -- the numbers reported --------------------------------------------------------------------------
+st.subheader("Are the reported numbers precise?")
+rule = ui.rule_of(fit)
+effects = ui.effect_table(fit, rule, pairs=[tuple(t) for t in fit.spec.interactions])
+mcse_cols = ["mcse_p_above", "mcse_p_practically_zero", "mcse_p_below"]
+worst_mcse = effects[mcse_cols].max(axis=1)
+at = int(worst_mcse.to_numpy().argmax())
+delta = ui.fmt_effect(rule.threshold, binary)
+st.markdown(
+    f"Each probability on the result pages (P(> δ), P(≈ 0), P(< −δ) with δ = {delta}) comes from "
+    f"{fit.n_draws:,} correlated draws. Its Monte Carlo standard error is at most "
+    f"**±{worst_mcse.iloc[at] * 100:.1f} percentage points** (for "
+    f"{effects['label'].iloc[at]}), so a probability shown as 90% could be about "
+    f"{2 * worst_mcse.iloc[at] * 100:.1f} points higher or lower on a rerun with another seed.")
+shown_mc = effects.assign(worst=worst_mcse).sort_values(
+    ["r_hat", "worst"], ascending=False, kind="stable")
+shown_mc = pd.DataFrame({
+    "Group": shown_mc["label"], "R-hat": shown_mc["r_hat"], "bulk ESS": shown_mc["ess_bulk"],
+    "tail ESS": shown_mc["ess_tail"],
+    "P(> δ)": shown_mc["p_above"] * 100, "± MCSE": shown_mc["mcse_p_above"] * 100,
+    "P(≈ 0)": shown_mc["p_practically_zero"] * 100,
+    "± MCSE ": shown_mc["mcse_p_practically_zero"] * 100,
+    "P(< −δ)": shown_mc["p_below"] * 100, "± MCSE  ": shown_mc["mcse_p_below"] * 100})
+num = st.column_config.NumberColumn
+pct = {c: num(c.strip(), format="%.1f%%") for c in ("P(> δ)", "P(≈ 0)", "P(< −δ)")}
+err = {c: num("± MCSE", format="%.2f pp", help="Monte Carlo standard error of the probability "
+                                                "to its left, in percentage points.")
+       for c in ("± MCSE", "± MCSE ", "± MCSE  ")}
+st.caption("Every group effect on the result pages, worst R-hat first. R-hat and ESS are "
+           "computed on each effect's draws; the Monte Carlo errors depend on δ.")
+st.dataframe(shown_mc, hide_index=True, height=ui.table_height(len(shown_mc), 10),
+             column_config={"R-hat": num(format="%.3f"), "bulk ESS": num(format="%.0f"),
+                            "tail ESS": num(format="%.0f"), **pct, **err})
+ui.download_table(effects[["by", "label", "p_above", "p_practically_zero", "p_below",
+                           "r_hat", "ess_bulk", "ess_tail", *mcse_cols]],
+                  "effect_diagnostics", key="effect_diag_csv")
 
 # -- traces ---------------------------------------------------------------------------------------
 st.subheader("Trace plots")

@@ -60,9 +60,11 @@ else:
     if diagnostics.ok:
         st.success(diagnostics.verdict(), icon=":material/check_circle:")
     else:
-        st.warning("The sampler showed warning signs when this model was fitted, so read these "
-                   "results with caution. " + " ".join(diagnostics.advice()),
+        st.warning("When this model was fitted: " + diagnostics.verdict(),
                    icon=":material/warning:")
+    if diagnostics.attempts > 1:
+        st.dataframe(diagnostics.attempts_table(), hide_index=True,
+                     column_config={"Seconds": st.column_config.NumberColumn(format="%.1f")})
 
 # -- forest plot ----------------------------------------------------------------------------------
 st.subheader("Effects by group")

@@ -9,6 +9,7 @@ only one test fits through the Model page. ``AppTest.switch_page`` runs a page f
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -374,7 +375,31 @@ def test_diagnostics_page_verdict_traces_and_predictive_check(gaussian_fit):
     assert params[0].startswith("tau") and "sigma_effect[gender × race]" in params
     assert len(at.get("plotly_chart")) == 2                   # traces and predictive check
     assert "cells" in texts(at)
-    assert "sigma_effect[gender × race]" in set(at.dataframe[0].value["parameter"])
+    tables = {d.value.columns[0]: d.value for d in at.dataframe}
+    assert "sigma_effect[gender × race]" in set(tables["parameter"]["parameter"])
+    # every group effect shown on the result pages, with R-hat, ESS and the probabilities' MCSE
+    effects = tables["Group"]
+    assert len(effects) == 1 + 2 + 4 + 3 + 2 * 4
+    assert effects["R-hat"].max() < 1.1 and (effects["bulk ESS"] > 0).all()
+    assert "Monte Carlo standard error" in texts(at)
+    assert "Attempt" not in tables                            # one attempt: no attempts table
+
+
+def test_diagnostics_page_shows_every_attempt(gaussian_fit):
+    d = gaussian_fit.diagnostics
+    log = [{"attempt": 1, "target_accept": 0.8, "seed": 1, "divergences": 3,
+            "tree_depth_hits": 0, "seconds": 2.0},
+           {**d.attempts_log[0], "attempt": 2, "target_accept": 0.95, "seed": 7920}]
+    retried = dataclasses.replace(gaussian_fit, diagnostics=dataclasses.replace(
+        d, attempts=2, attempts_log=log, target_accept=0.95))
+    at = ok(page("pages/diagnostics.py", hte_fit=retried))
+    verdict = texts(at, "success") + texts(at, "warning")
+    assert verdict.startswith("The first attempt met 3 divergent transitions at target "
+                              "acceptance 0.8; the fit was repeated at 0.95")
+    assert "**The sampler ran 2 times.**" in texts(at)
+    attempts = next(t.value for t in at.dataframe if "Attempt" in t.value.columns)
+    assert list(attempts["Divergent transitions"]) == [3, d.divergences]
+    assert list(attempts["Results shown"]) == [False, True]
 
 
 def test_sidebar_status_once_fitted(gaussian_fit):

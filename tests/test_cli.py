@@ -29,11 +29,16 @@ def test_fit_writes_the_documented_json(tmp_path):
     assert doc["formula"] == ("support ~ treatment + (1 + treatment || gender) + "
                               "(1 + treatment || race) + (1 + treatment || party) + "
                               "(1 + treatment || gender:race)")
-    assert set(doc["diagnostics"]) >= {"max_r_hat", "min_ess_bulk", "divergences", "seconds"}
+    assert set(doc["diagnostics"]) >= {"max_r_hat", "min_ess_bulk", "divergences", "seconds",
+                                       "effects_max_r_hat", "attempts", "verdict", "unchecked"}
+    assert doc["diagnostics"]["effects_checked"] == len(doc["effects"])
+    assert [a["attempt"] for a in doc["diagnostics"]["attempts"]] == list(
+        range(1, len(doc["diagnostics"]["attempts"]) + 1))
     effects = doc["effects"]
     fields = {"group", "n", "n_treated", "n_control", "mean", "sd", "lower", "upper", "p_above",
               "p_practically_zero", "p_below", "verdict", "extrapolated", "small_arm",
-              "raw_mean", "raw_se"}
+              "raw_mean", "raw_se", "r_hat", "ess_bulk", "ess_tail", "mcse_p_above",
+              "mcse_p_practically_zero", "mcse_p_below"}
     assert all(set(e) == fields for e in effects)
     groups = [tuple(sorted(e["group"])) for e in effects]
     # Everybody, 2 + 4 + 3 levels, and 2x4 + 2x3 + 4x3 pairs.

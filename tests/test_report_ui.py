@@ -208,6 +208,21 @@ def test_a_report_link_shows_the_report_and_nothing_else(store, snapshot, binary
     assert not [b for b in at.button if "Fit" in b.label or "sample" in b.label]
 
 
+def test_a_report_tells_the_sampler_retries(store, snapshot):
+    log = [{"attempt": 1, "target_accept": 0.8, "seed": 0, "divergences": 2,
+            "tree_depth_hits": 0, "seconds": 2.0},
+           {"attempt": 2, "target_accept": 0.95, "seed": 7919, "divergences": 0,
+            "tree_depth_hits": 0, "seconds": 3.0}]
+    diagnostics = {**snapshot.diagnostics, "attempts": 2, "attempts_log": log}
+    token, _ = store.publish(dataclasses.replace(snapshot, diagnostics=diagnostics))
+    at = report_view(token)
+    told = texts(at, "success") + texts(at, "warning")
+    assert "The first attempt met 2 divergent transitions at target acceptance 0.8" in told
+    assert "results shown are from the second attempt" in told
+    attempts = next(d.value for d in at.dataframe if "Attempt" in d.value.columns)
+    assert list(attempts["Divergent transitions"]) == [2, 0]
+
+
 def test_changing_delta_and_interval_recomputes_the_probabilities(store, snapshot):
     token, _ = store.publish(snapshot)
     at = report_view(token)

@@ -40,3 +40,19 @@ def test_gibbs_step_between_transitions_keeps_the_target_and_its_energy():
     value, grad = jax.value_and_grad(potential)(state.z)
     np.testing.assert_allclose(state.potential_energy, value, rtol=1e-12)
     np.testing.assert_allclose(state.z_grad["x"], grad["x"], rtol=1e-12)
+
+
+def wide_model():
+    """x ~ N(3, 0.5^2) in two coordinates: its Laplace approximation is exact (sd 0.5)."""
+    numpyro.sample("x", dist.Normal(3.0, 0.5).expand([2]))
+
+
+def test_chains_start_overdispersed_around_the_mode():
+    chains = 400
+    comp = sampler._compiled(wide_model, ("wide",), chains, 100, 0.8, 8, None)
+    starts = np.asarray(comp.start(jax.random.PRNGKey(0), ()).z["x"])
+    assert starts.shape == (chains, 2)
+    assert np.abs(starts.mean(axis=0) - 3.0).max() < 0.15
+    # the Laplace sd is 0.5; the starting points spread START_SPREAD (1.5) times as wide
+    np.testing.assert_allclose(starts.std(axis=0), 0.5 * sampler.START_SPREAD, rtol=0.12)
+    assert (starts.std(axis=0) > 1.3 * 0.5).all()
