@@ -154,8 +154,8 @@ class Fit:
         then :data:`EFFECT_COLUMNS`. A group with fewer than ``min_arm`` treated or control
         people in the sample is ``extrapolated`` (its verdict says so; see
         :mod:`hte.decisions`), one with fewer than :data:`hte.decisions.SMALL_ARM` is flagged
-        ``small_arm``. With a ``population`` the counts, and so the flags, stay the sample's. Then the Monte Carlo columns
-        :data:`MC_COLUMNS`.
+        ``small_arm``. With a ``population`` the counts, and so the flags, stay the sample's.
+        The Monte Carlo columns :data:`MC_COLUMNS` come last.
         """
         rule = DecisionRule(threshold, interval, cutoff, min_arm)
         by = self._by(by)
