@@ -28,7 +28,7 @@ PRIOR_STRENGTHS: dict[str, float] = {"weak": 0.5, "moderate": 0.2, "strong": 0.1
 #: y = 1 when a latent eta + logistic noise is positive, so one sd of that latent outcome is this
 #: many log-odds. The Gaussian scales used in log-odds directly pooled binary effects ~1.8x
 #: harder than Gaussian ones (bench/prior_study.py: same error, intersections' coverage 0.83 ->
-#: 0.85 on planted designs, faster sampling).
+#: 0.85 on planted designs).
 LATENT_SD = 1.8137993642342178
 PRIOR_STRENGTH_HELP: dict[str, str] = {
     "weak": "lets subgroup effects differ a lot before the data say so; more noise chasing.",
