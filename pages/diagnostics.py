@@ -31,14 +31,21 @@ if d.attempts > 1:
 want_ess = MIN_ESS_PER_CHAIN * d.chains
 no_r_hat = "cannot compare chains: run 2 or more chains"
 st.markdown("**Model parameters** (scales and coefficients)")
+
+
+def convergence_metrics(columns, r_hat: float, ess_bulk: float, ess_tail: float) -> None:
+    """Largest R-hat and smallest bulk and tail ESS in the first three of ``columns``."""
+    columns[0].metric("Largest R-hat", f"{r_hat:.3f}" if d.chains_compared else "–",
+                      help=f"Want at most {MAX_R_HAT}: chains agree." if d.chains_compared
+                      else f"With one chain, R-hat {no_r_hat}.")
+    columns[1].metric("Smallest bulk ESS", f"{ess_bulk:,.0f}", help="Effective draws for the "
+                      f"centre of the posterior; want at least {want_ess:,}.")
+    columns[2].metric("Smallest tail ESS", f"{ess_tail:,.0f}",
+                      help=f"Effective draws for intervals; want at least {want_ess:,}.")
+
+
 m1, m2, m3, m4, m5 = st.columns(5)
-m1.metric("Largest R-hat", f"{d.max_r_hat:.3f}" if d.chains_compared else "–",
-          help=f"Want at most {MAX_R_HAT}: chains agree." if d.chains_compared else
-          f"With one chain, R-hat {no_r_hat}.")
-m2.metric("Smallest bulk ESS", f"{d.min_ess_bulk:,.0f}",
-          help=f"Effective draws for the centre of the posterior; want at least {want_ess:,}.")
-m3.metric("Smallest tail ESS", f"{d.min_ess_tail:,.0f}",
-          help=f"Effective draws for intervals; want at least {want_ess:,}.")
+convergence_metrics((m1, m2, m3), d.max_r_hat, d.min_ess_bulk, d.min_ess_tail)
 m4.metric("Divergent transitions", f"{d.divergences:,}",
           help="Want none." + (f" In the attempt shown; all attempts: "
                                f"{', '.join(str(a['divergences']) for a in d.attempts_log)}."
@@ -50,14 +57,8 @@ m5.metric("Time", f"{fit.seconds_total:,.1f} s",
 if d.effects_checked:
     st.markdown(f"**Group effects reported** (everybody, every level, every pair of factors: "
                 f"{d.effects_checked:,} effects)")
-    e1, e2, e3, _, _ = st.columns(5)
-    e1.metric("Largest R-hat", f"{d.effects_max_r_hat:.3f}" if d.chains_compared else "–",
-              help=f"Want at most {MAX_R_HAT}." if d.chains_compared else
-              f"With one chain, R-hat {no_r_hat}.")
-    e2.metric("Smallest bulk ESS", f"{d.effects_min_ess_bulk:,.0f}",
-              help=f"Want at least {want_ess:,}.")
-    e3.metric("Smallest tail ESS", f"{d.effects_min_ess_tail:,.0f}",
-              help=f"Want at least {want_ess:,}.")
+    convergence_metrics(st.columns(5), d.effects_max_r_hat, d.effects_min_ess_bulk,
+                        d.effects_min_ess_tail)
 with st.expander("What these numbers mean"):
     st.markdown(
         f"- **R-hat** compares the chains with each other: near 1 means they agree. Above "

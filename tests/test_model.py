@@ -120,16 +120,20 @@ def test_analytic_gradient_matches_automatic_differentiation(seed):
     assert float(ours[1]) == pytest.approx(float(ref[1]), rel=1e-8)
 
 
+def gaussian_hyper(design) -> m.Hyper:
+    """Prior scales for the coefficient-draw tests (the defaults of a Gaussian fit)."""
+    return m.Hyper(alpha_loc=jnp.asarray(0.0), alpha_sd=jnp.asarray(1.0),
+                   tau_sd=jnp.asarray(1.0), baseline_scale=jnp.asarray(0.5),
+                   modifier_scale=jnp.asarray(0.2), sigma_scale=jnp.asarray(1.0),
+                   binary_baseline_sd=jnp.asarray(1.0), coef_term=jnp.asarray(design.coef_term))
+
+
 def test_coefficient_draws_have_the_exact_conditional_mean_and_covariance():
     rng = np.random.default_rng(7)
     rows = random_rows(rng, 150, binary=False)
     design, stats_, x_rows = collapsed_inputs(rows)
     k = design.n_terms
-    hyper = m.Hyper(alpha_loc=jnp.asarray(0.0), alpha_sd=jnp.asarray(1.0),
-                    tau_sd=jnp.asarray(1.0), baseline_scale=jnp.asarray(0.5),
-                    modifier_scale=jnp.asarray(0.2), sigma_scale=jnp.asarray(1.0),
-                    binary_baseline_sd=jnp.asarray(1.0),
-                    coef_term=jnp.asarray(design.coef_term))
+    hyper = gaussian_hyper(design)
     sigma, sb, se = 1.1, jnp.full(k, 0.6), jnp.full(k, 0.3)
     keys = jax.random.split(jax.random.PRNGKey(0), 40000)
     draw = jax.vmap(m.draw_gaussian_coefficients, in_axes=(0, None, None, None, None, None))
@@ -409,11 +413,7 @@ def test_grouped_coefficient_draws_have_the_exact_conditional_mean_and_covarianc
     rows = random_rows(rng, 150, binary=False)
     design, stats_, x_rows, groups, row_group = grouped_inputs(rows)
     k = design.n_terms
-    hyper = m.Hyper(alpha_loc=jnp.asarray(0.0), alpha_sd=jnp.asarray(1.0),
-                    tau_sd=jnp.asarray(1.0), baseline_scale=jnp.asarray(0.5),
-                    modifier_scale=jnp.asarray(0.2), sigma_scale=jnp.asarray(1.0),
-                    binary_baseline_sd=jnp.asarray(1.0),
-                    coef_term=jnp.asarray(design.coef_term))
+    hyper = gaussian_hyper(design)
     sigma = jnp.asarray(rng.uniform(0.5, 2.0, groups.n_groups))
     sb, se = jnp.full(k, 0.6), jnp.full(k, 0.3)
     keys = jax.random.split(jax.random.PRNGKey(1), 40000)
