@@ -102,7 +102,7 @@ def prior_draw(rng: np.random.Generator, family: str, pooling: str, hyper: m.Hyp
             out["effect_scale"] = lam
     coef_term = np.asarray(hyper.coef_term)
     if family == GAUSSIAN:
-        out["sigma"] = float(hyper.sigma_scale) * abs(rng.normal())
+        out["sigma"] = float(hyper.sigma_scale) * np.abs(rng.normal(size=2))  # per arm
         sigma_baseline = float(hyper.baseline_scale) * np.abs(rng.normal(size=k))
         u = sigma_baseline[coef_term] * rng.normal(size=coef_term.size)
         alpha = float(hyper.alpha_sd) * rng.normal()
@@ -116,17 +116,30 @@ def prior_draw(rng: np.random.Generator, family: str, pooling: str, hyper: m.Hyp
     return out
 
 
+#: The Gaussian model's residual sd is per arm (two variance groups, no level deviations).
+VARIANCE = m.VarianceDesign(arm=jnp.asarray([0, 1]), deviation=jnp.zeros((2, 0)),
+                            deviation_sd=jnp.asarray(1.0))
+
+
+def gaussian_args(n: np.ndarray, ybar: np.ndarray, ss: np.ndarray) -> tuple:
+    """(GaussianStats per arm, VARIANCE): the model's arguments for these cells."""
+    arm = CELL_Z.astype(int)
+    return (m.GaussianStats(
+        gram=jnp.asarray(np.stack([(X[arm == g] * n[arm == g, None]).T @ X[arm == g]
+                                   for g in (0, 1)])),
+        xty=jnp.asarray(np.stack([X[arm == g].T @ (n * ybar)[arm == g] for g in (0, 1)])),
+        yty=jnp.asarray(np.bincount(arm, ss + n * ybar**2, minlength=2)),
+        n=jnp.asarray(np.bincount(arm, n, minlength=2))), VARIANCE)
+
+
 def simulate_data(rng: np.random.Generator, family: str, truth: dict) -> tuple:
     """Model arguments (without the hyper) for data drawn given the true parameters."""
     eta = X @ truth["beta"]
     if family == GAUSSIAN:
-        n, sigma = N_GAUSSIAN, truth["sigma"]
+        n, sigma = N_GAUSSIAN, truth["sigma"][CELL_Z.astype(int)]
         ybar = rng.normal(eta, sigma / np.sqrt(n))
         ss = sigma**2 * rng.chisquare(n - 1)
-        return (m.GaussianStats(gram=jnp.asarray((X * n[:, None]).T @ X),
-                                xty=jnp.asarray(X.T @ (n * ybar)),
-                                yty=jnp.asarray(np.sum(ss + n * ybar**2)),
-                                n=jnp.asarray(n.sum())),)
+        return gaussian_args(n, ybar, ss)
     k = rng.binomial(N_BINARY.astype(int), 1.0 / (1.0 + np.exp(-eta)))
     return m.BinomialCells(x=jnp.asarray(X), n=jnp.asarray(N_BINARY)), jnp.asarray(k, float)
 
@@ -146,7 +159,8 @@ def summaries(family: str, draws: dict) -> dict[str, np.ndarray]:
     if "effect_scale" in draws:
         out["lambda"] = np.asarray(draws["effect_scale"])
     if family == GAUSSIAN:
-        out["sigma"] = np.asarray(draws["sigma"])
+        sigma = np.asarray(draws["sigma"])
+        out["sigma_control"], out["sigma_treated"] = sigma[..., 0], sigma[..., 1]
     return out
 
 
@@ -238,8 +252,8 @@ def histogram(ranks: np.ndarray, n_ranks: int, bins: int = 10) -> str:
 # The collapsed Gaussian model against a plain model with the coefficients sampled.
 
 
-def uncollapsed_gaussian_model(stats: m.GaussianStats, hyper: m.Hyper, n_terms: int,
-                               pooling: str) -> None:
+def uncollapsed_gaussian_model(stats: m.GaussianStats, variance: m.VarianceDesign,
+                               hyper: m.Hyper, n_terms: int, pooling: str) -> None:
     """The Gaussian model with beta sampled, likelihood from the same cell statistics.
 
     sum_i (y_i - x_i beta)^2 = y'y - 2 beta'X'Wybar + beta'X'WX beta over the cells' people.
@@ -248,14 +262,15 @@ def uncollapsed_gaussian_model(stats: m.GaussianStats, hyper: m.Hyper, n_terms: 
     import numpyro
     import numpyro.distributions as dist
 
-    sigma = numpyro.sample("sigma", dist.HalfNormal(hyper.sigma_scale))
+    sigma = m.sample_residual_sds(variance, hyper)            # per arm
     sigma_baseline = m.sample_baseline_scales(hyper, n_terms)
     sigma_effect = m.sample_effect_scales(hyper, n_terms, pooling=pooling, integrated=False)
     sd = m.prior_sd(hyper, sigma_baseline, sigma_effect)
     raw = numpyro.sample("raw", dist.Normal(0.0, 1.0).expand([sd.shape[0]]).to_event(1))
     beta = numpyro.deterministic("beta", sd * raw)
-    rss = stats.yty - 2.0 * beta @ stats.xty + beta @ stats.gram @ beta
-    numpyro.factor("y", -0.5 * stats.n * jnp.log(2 * jnp.pi * sigma**2) - 0.5 * rss / sigma**2)
+    rss = stats.yty - 2.0 * stats.xty @ beta + jnp.einsum("i,gij,j->g", beta, stats.gram, beta)
+    numpyro.factor("y", jnp.sum(-0.5 * stats.n * jnp.log(2 * jnp.pi * sigma**2)
+                                - 0.5 * rss / sigma**2))
 
 
 def planted_gaussian_stats(seed: int, people: float = 3.0) -> tuple:
@@ -266,17 +281,17 @@ def planted_gaussian_stats(seed: int, people: float = 3.0) -> tuple:
     beta = np.concatenate([[0.2, 0.3], 0.3 * rng.normal(size=coef_term.size),
                            omega[coef_term] * rng.normal(size=coef_term.size)])
     n = people * N_GAUSSIAN
-    ybar = rng.normal(X @ beta, 1.0 / np.sqrt(n))
-    ss = rng.chisquare(n - 1)
-    return (m.GaussianStats(gram=jnp.asarray((X * n[:, None]).T @ X),
-                            xty=jnp.asarray(X.T @ (n * ybar)),
-                            yty=jnp.asarray(np.sum(ss + n * ybar**2)), n=jnp.asarray(n.sum())),)
+    sigma = np.where(CELL_Z == 1, 1.3, 1.0)
+    ybar = rng.normal(X @ beta, sigma / np.sqrt(n))
+    ss = sigma**2 * rng.chisquare(n - 1)
+    return gaussian_args(n, ybar, ss)
 
 
 def compared_quantities(draws: dict) -> dict[str, np.ndarray]:
     """Scales and every cell's treatment effect, each (chains, draws)."""
     beta = np.asarray(draws["beta"])
-    out = {"sigma": np.asarray(draws["sigma"]), "tau": beta[..., 1]}
+    sigma = np.asarray(draws["sigma"])
+    out = {"sigma_control": sigma[..., 0], "sigma_treated": sigma[..., 1], "tau": beta[..., 1]}
     for k in range(DESIGN.n_terms):
         out[f"omega_{k}"] = np.asarray(draws["sigma_effect"])[..., k]
         out[f"sigma_baseline_{k}"] = np.asarray(draws["sigma_baseline"])[..., k]
