@@ -173,7 +173,7 @@ def test_a_retry_keeps_both_attempts_and_says_so(retried_fit):
     assert second["divergences"] == 0 and second["target_accept"] == 0.95
     assert first["seed"] == FAST["seed"] and second["seed"] != first["seed"]
     assert all(a["seconds"] > 0 and a["tree_depth_hits"] >= 0 for a in d.attempts_log)
-    assert d.seconds == pytest.approx(sum(a["seconds"] for a in d.attempts_log), rel=1e-3)
+    assert d.seconds == pytest.approx(sum(a["seconds"] for a in d.attempts_log), abs=5e-3)
     assert d.verdict().startswith(
         "The first attempt met 3 divergent transitions at target acceptance 0.8; the fit was "
         "repeated at 0.95 with a new seed and then met none. The results shown are from the "
