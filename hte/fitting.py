@@ -23,7 +23,7 @@ from hte.diagnostics import arviz, summarize
 from hte.errors import SpecError
 from hte.result import Fit
 from hte.sampler import EXECUTION_LOCK, Progress, precompile, run_nuts
-from hte.spec import DEFAULT_TARGET_ACCEPT, LATENT_SD, ModelSpec, SamplerSettings
+from hte.spec import DEFAULT_TARGET_ACCEPT, ModelSpec, SamplerSettings
 from hte.variance import DEVIATION_SD, variance_groups
 
 #: Target acceptance rates tried, in order, when the sampler reports divergences.
@@ -100,8 +100,7 @@ def model_inputs(cells: CellTable, spec: ModelSpec) -> ModelInputs:
         alpha_loc=jnp.asarray(alpha_loc), alpha_sd=jnp.asarray(pr.intercept_sd),
         tau_sd=jnp.asarray(pr.effect_sd if cells.family == GAUSSIAN else pr.binary_effect_sd),
         baseline_scale=jnp.asarray(pr.baseline_scale),
-        modifier_scale=jnp.asarray(pr.modifier_scale * (1.0 if cells.family == GAUSSIAN
-                                                        else LATENT_SD)),
+        modifier_scale=jnp.asarray(pr.modifier_scale),
         sigma_scale=jnp.asarray(pr.sigma_scale),
         binary_baseline_sd=jnp.asarray(pr.binary_baseline_sd),
         coef_term=jnp.asarray(design.coef_term), effect_shape=jnp.asarray(pr.effect_shape),

@@ -16,20 +16,13 @@ from hte.errors import SpecError
 #: did, and the smaller steps cost less than the refits (bench/README.md).
 DEFAULT_TARGET_ACCEPT = {GAUSSIAN: 0.8, BINARY: 0.95}
 
-#: Prior scale of the shared scale of treatment-effect variation, per preset, in standard
-#: deviations of the outcome: of the (standardized) outcome itself for a Gaussian outcome, of the
-#: latent logistic outcome for a binary one, i.e. times :data:`LATENT_SD` in log-odds (see
-#: docs/model.md; the simulation study in bench/prior_study.py chose both).
 #: How the terms' treatment-effect scales relate (docs/model.md).
 EFFECT_POOLING = ("shared", "independent", "mixture")
 
+#: Prior scale of the shared scale of treatment-effect variation, per preset. The scale is in
+#: standard deviations of the outcome (Gaussian) or in log-odds (binary); see docs/model.md
+#: (bench/prior_study.py compared it with the alternatives).
 PRIOR_STRENGTHS: dict[str, float] = {"weak": 0.5, "moderate": 0.2, "strong": 0.1}
-#: Standard deviation of the standard logistic distribution, pi / sqrt(3): a binary outcome is
-#: y = 1 when a latent eta + logistic noise is positive, so one sd of that latent outcome is this
-#: many log-odds. The Gaussian scales used in log-odds directly pooled binary effects ~1.8x
-#: harder than Gaussian ones (bench/prior_study.py: same error, intersections' coverage 0.83 ->
-#: 0.85 on planted designs).
-LATENT_SD = 1.8137993642342178
 PRIOR_STRENGTH_HELP: dict[str, str] = {
     "weak": "lets subgroup effects differ a lot before the data say so; more noise chasing.",
     "moderate": "subgroup effects are expected to differ modestly; the default.",
@@ -48,8 +41,7 @@ class Priors:
       so that a rare outcome's tripled rate (log odds ratio ~1.1, often measured with a standard
       error of 0.3-0.5) is not pulled back; for common outcomes the data dominate it anyway;
     - ``baseline_scale``: half-normal scale of each factor's baseline (intercept) variation;
-    - ``modifier_scale``: half-normal scale of the shared scale of treatment-effect variation,
-      in outcome sds (binary: sds of the latent logistic outcome, :data:`LATENT_SD` log-odds);
+    - ``modifier_scale``: half-normal scale of the shared scale of treatment-effect variation;
     - ``sigma_scale``: half-normal scale of the residual sd (Gaussian only);
     - ``binary_baseline_sd``: sd of the baseline level effects of a binary outcome (log-odds);
     - ``effect_shape``: ``a`` in xi_k^2 ~ Gamma(a, a), how unevenly effect variation may be
