@@ -28,8 +28,10 @@ import re
 import secrets
 import sqlite3
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,11 +56,13 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from hte.errors import ReportError
+from hte.report_limits import PublishRate, ReportLimits
 from hte.reports import PAYLOAD_FORMAT, Snapshot
 
 ENV_URL = "HTE_REPORTS_URL"
@@ -83,6 +87,9 @@ NEWER_SCHEMA = ("The report database was set up by a newer version of hte. Upgra
 # --------------------------------------------------------------------------------------------
 
 _metadata = MetaData()
+# MySQL's TEXT and BLOB hold 64 KB; reports are larger (other databases have no such limit).
+_LONG_TEXT = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+_LONG_BLOB = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 SCHEMA_TABLE = Table(
     "hte_schema_version", _metadata,
     Column("id", Integer, primary_key=True, autoincrement=False),  # always 1: a single row
@@ -95,8 +102,8 @@ REPORTS = Table(
     Column("created", BigInteger, nullable=False),        # Unix seconds, UTC
     Column("expires", BigInteger, nullable=True),         # Unix seconds, UTC; NULL: never
     Column("format", Integer, nullable=False),            # hte.reports.PAYLOAD_FORMAT
-    Column("meta", Text, nullable=False),                 # JSON
-    Column("payload", LargeBinary, nullable=False),       # np.savez_compressed bytes
+    Column("meta", _LONG_TEXT, nullable=False),           # JSON
+    Column("payload", _LONG_BLOB, nullable=False),        # np.savez_compressed bytes
     Index("ix_hte_reports_expires", "expires"),
 )
 
@@ -106,8 +113,16 @@ def _v1(conn: Connection) -> None:
     REPORTS.create(conn)
 
 
+def _v2(conn: Connection) -> None:
+    """MySQL/MariaDB: widen the text and payload columns of tables made by version 1, which
+    would have cut reports off at 64 KB. Nothing to do elsewhere."""
+    if conn.dialect.name in ("mysql", "mariadb"):
+        conn.execute(text("ALTER TABLE hte_reports MODIFY meta LONGTEXT NOT NULL, "
+                          "MODIFY payload LONGBLOB NOT NULL"))
+
+
 #: Schema migrations, in order; the database records how many have been applied.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1,)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 _PG_LOCK = 0x6874655F72657074  # pg_advisory_xact_lock key ("hte_rept")
 
@@ -156,6 +171,17 @@ def check_owner_key(key: str, stored: str) -> bool:
 
 
 _DUMMY_HASH = hash_owner_key(new_token())
+
+
+def keyed_fingerprint(fingerprint: str, owner_key: str) -> str:
+    """The data fingerprint as published: an HMAC-SHA256 keyed with the report's owner key.
+
+    A plain hash of the data would let any reader confirm a guess about the data offline; the
+    keyed one can be matched to a file only by whoever holds the owner key.
+    """
+    digest = hmac.new(owner_key.encode("utf-8"), str(fingerprint).encode("utf-8"),
+                      hashlib.sha256).hexdigest()
+    return f"hmac-sha256:{digest}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,10 +257,20 @@ class ReportStore:
     >>> store.revoke(token, owner_key)
     """
 
-    def __init__(self, url: str | None = None) -> None:
+    #: Expired reports are deleted at most this often (seconds) when reports are opened.
+    PURGE_EVERY = 600.0
+    #: At most this many report views are kept in memory.
+    CACHE_SIZE = 16
+
+    def __init__(self, url: str | None = None, limits: ReportLimits | None = None) -> None:
         self._engine = make_engine(url or default_url())
+        self.limits = ReportLimits.from_env() if limits is None else limits
+        self._rate = PublishRate(self.limits.publishes_per_hour)
         self._ready = False
         self._lock = threading.Lock()
+        self._cache: OrderedDict[str, tuple[float, Snapshot]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._purged = time.monotonic()
 
     @property
     def backend(self) -> str:
@@ -311,9 +347,14 @@ class ReportStore:
             return int(conn.execute(select(SCHEMA_TABLE.c.version)).scalar_one())
 
     # -- the API -----------------------------------------------------------------------------
-    def publish(self, snapshot: Snapshot) -> tuple[str, str]:
+    def publish(self, snapshot: Snapshot, publisher: str | None = None) -> tuple[str, str]:
         """Store ``snapshot``; returns ``(token, owner_key)``. Show the owner key only once.
 
+        The server's :class:`~hte.report_limits.ReportLimits` are enforced here, whoever calls:
+        every published group has at least ``limits.min_cell`` people in each arm, and the
+        report's groups, size, title and note are within bounds. ``publisher`` (a session id)
+        is held to ``limits.publishes_per_hour``. The data fingerprint is stored keyed with the
+        owner key (:func:`keyed_fingerprint`), so only the owner can match it to a file.
         Expired reports are deleted in the same transaction.
         """
         if not isinstance(snapshot, Snapshot):
@@ -322,8 +363,19 @@ class ReportStore:
         expires = int(snapshot.expires.timestamp()) if snapshot.expires else None
         if expires is not None and expires <= now:
             raise ReportError("The expiry date has already passed. Choose a later date, or none.")
+        self._check(snapshot)
         meta, blob = snapshot.to_payload()
+        if len(blob) + len(json.dumps(meta)) > self.limits.max_bytes:
+            raise ReportError(
+                f"This report would take {(len(blob) + len(json.dumps(meta))) / 2**20:.1f} MB, "
+                f"more than the {self.limits.max_megabytes:g} MB this server allows. Publish "
+                "fewer factors or leave out the pairs of factors.")
+        if publisher is not None:
+            self._rate.take(str(publisher))
         owner_key = new_token()
+        if meta["data"].get("fingerprint"):
+            meta["data"]["fingerprint"] = keyed_fingerprint(meta["data"]["fingerprint"],
+                                                            owner_key)
         row = {"owner_key_hash": hash_owner_key(owner_key), "created": now, "expires": expires,
                "format": PAYLOAD_FORMAT, "meta": json.dumps(meta), "payload": blob}
         for _ in range(3):  # a repeated 256-bit token is practically impossible; still, retry
@@ -337,22 +389,91 @@ class ReportStore:
                 continue
         raise ReportError(UNAVAILABLE)
 
-    def open(self, token: Any) -> Snapshot:
-        """The report behind ``token``; :data:`INVALID_LINK` for any token that does not work."""
+    def _check(self, snapshot: Snapshot) -> None:
+        """The limits a snapshot must meet, with a sentence for the one it does not."""
+        lim = self.limits
+        if snapshot.min_cell < lim.min_cell:
+            raise ReportError(f"This server publishes only groups with at least {lim.min_cell:,} "
+                              "people in each arm; choose a smallest group of at least "
+                              f"{lim.min_cell:,}.")
+        groups = snapshot.groups
+        k = snapshot.min_cell
+        small = (groups["n_treated"] < k) | (groups["n_control"] < k)
+        if bool(small.any()):
+            raise ReportError(f"The report holds a group with fewer than {snapshot.min_cell:,} "
+                              "people in one arm, which must be withheld. Build it with "
+                              "Snapshot.from_fit.")
+        if len(groups) > lim.max_groups:
+            raise ReportError(f"This report has {len(groups):,} groups, more than the "
+                              f"{lim.max_groups:,} this server allows. Publish fewer factors or "
+                              "leave out the pairs of factors.")
+        for what, value, limit in (("title", snapshot.title, lim.max_title),
+                                   ("note", snapshot.note, lim.max_note)):
+            if len(value) > limit:
+                raise ReportError(f"The {what} is too long ({len(value):,} characters); keep it "
+                                  f"under {limit:,}.")
+
+    def status(self, token: Any) -> datetime | None:
+        """When the report behind ``token`` expires (None: never), reading nothing else;
+        :data:`INVALID_LINK` for any token that does not work."""
         if not is_well_formed(token):
             raise ReportError(INVALID_LINK)
+        self._maybe_purge()
+        with self._transaction() as conn:
+            row = conn.execute(select(REPORTS.c.expires)
+                               .where(REPORTS.c.token_hash == token_hash(token))).first()
+        if row is None or (row.expires is not None and row.expires <= _now()):
+            self._forget(token_hash(token))
+            raise ReportError(INVALID_LINK)
+        return None if row.expires is None else datetime.fromtimestamp(row.expires, UTC)
+
+    def open(self, token: Any) -> Snapshot:
+        """The report behind ``token``; :data:`INVALID_LINK` for any token that does not work.
+
+        Whether the report still exists and has not expired is checked on every call (one
+        small query); the report itself is read and decompressed at most once per
+        ``limits.cache_seconds`` and kept in memory in between (snapshots are immutable).
+        """
+        self.status(token)
+        h = token_hash(token)
+        with self._cache_lock:
+            hit = self._cache.get(h)
+            if hit is not None and time.monotonic() - hit[0] < self.limits.cache_seconds:
+                self._cache.move_to_end(h)
+                return hit[1]
         with self._transaction() as conn:
             row = conn.execute(select(REPORTS.c.expires, REPORTS.c.format, REPORTS.c.meta,
                                       REPORTS.c.payload)
-                               .where(REPORTS.c.token_hash == token_hash(token))).first()
+                               .where(REPORTS.c.token_hash == h)).first()
         if row is None or (row.expires is not None and row.expires <= _now()):
             raise ReportError(INVALID_LINK)
         try:
             if row.format != PAYLOAD_FORMAT:
                 raise ReportError(f"unknown payload format {row.format}")
-            return Snapshot.from_payload(json.loads(row.meta), bytes(row.payload))
+            snapshot = Snapshot.from_payload(json.loads(row.meta), bytes(row.payload))
         except (ReportError, ValueError) as err:  # damaged or foreign: say the same thing
             raise ReportError(INVALID_LINK) from err
+        if self.limits.cache_seconds > 0:
+            with self._cache_lock:
+                self._cache[h] = (time.monotonic(), snapshot)
+                self._cache.move_to_end(h)
+                while len(self._cache) > self.CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        return snapshot
+
+    def _forget(self, h: str) -> None:
+        with self._cache_lock:
+            self._cache.pop(h, None)
+
+    def _maybe_purge(self) -> None:
+        """Delete expired reports if that has not been done for :attr:`PURGE_EVERY` seconds
+        (best effort: a busy or unreachable database is left for the next time)."""
+        now = time.monotonic()
+        if now - self._purged < self.PURGE_EVERY:
+            return
+        self._purged = now
+        with suppress(ReportError):
+            self.purge_expired()
 
     def revoke(self, token: Any, owner_key: Any) -> None:
         """Delete the report, given its owner key; :data:`WRONG_KEY` otherwise (also for a
@@ -368,6 +489,7 @@ class ReportStore:
                 raise ReportError(WRONG_KEY)
             conn.execute(delete(REPORTS).where(REPORTS.c.token_hash == h,
                                                REPORTS.c.owner_key_hash == stored))
+        self._forget(h)
         self._scrub()
 
     def purge_expired(self) -> int:

@@ -284,3 +284,128 @@ def test_revoked_reports_leave_no_copy_in_the_sqlite_file(tmp_path: Path, snapsh
         store.revoke(token, owner_key)
         assert marker.encode() not in stored()
         assert store.open(kept).title == snapshot.title
+
+
+# -- limits, caching, housekeeping (issue 11) ------------------------------------------------
+
+
+def test_limits_come_from_the_environment_with_a_sentence_for_bad_values():
+    from hte.report_limits import ReportLimits
+
+    limits = ReportLimits.from_env({"HTE_REPORT_MIN_CELL": "25", "HTE_REPORT_MAX_MB": "2.5",
+                                    "HTE_PUBLISH_PER_HOUR": " 3 "})
+    assert (limits.min_cell, limits.max_megabytes, limits.publishes_per_hour) == (25, 2.5, 3)
+    assert limits.max_groups == ReportLimits().max_groups  # unset: the default
+    with pytest.raises(ReportError, match="HTE_REPORT_MIN_CELL must be a whole number"):
+        ReportLimits.from_env({"HTE_REPORT_MIN_CELL": "ten"})
+    with pytest.raises(ReportError, match="HTE_REPORT_MIN_CELL must be a positive number"):
+        ReportLimits.from_env({"HTE_REPORT_MIN_CELL": "0"})
+
+
+def test_publish_enforces_the_servers_floor_for_k_whatever_the_caller(url, gaussian_fit):
+    from hte.report_limits import ReportLimits
+
+    with ReportStore(url, limits=ReportLimits(min_cell=30)) as store:
+        low = Snapshot.from_fit(gaussian_fit, min_cell=5, max_draws=20)
+        assert "at least 30 people in each arm" in message(store.publish, low)
+        ok = Snapshot.from_fit(gaussian_fit, min_cell=30, max_draws=20)
+        token, _ = store.publish(ok)
+        assert store.open(token).min_cell == 30
+        # A snapshot put together by hand with a small arm is refused, not published.
+        groups = ok.groups.copy()
+        groups.loc[1, "n_treated"] = 3
+        forged = dataclasses.replace(ok, groups=groups, draws=ok.draws)
+        assert "fewer than 30 people in one arm" in message(store.publish, forged)
+
+
+def test_publish_caps_size_groups_and_text(url, snapshot):
+    from hte.report_limits import ReportLimits
+
+    with ReportStore(url, limits=ReportLimits(max_megabytes=0.01)) as store:
+        assert "MB this server allows" in message(store.publish, snapshot)
+    with ReportStore(url, limits=ReportLimits(max_groups=3)) as store:
+        assert f"has {len(snapshot.groups):,} groups" in message(store.publish, snapshot)
+    with ReportStore(url, limits=ReportLimits(max_note=5, max_title=400)) as store:
+        assert "note is too long" in message(store.publish, snapshot)  # the note has 18
+        long_title = dataclasses.replace(snapshot, title="x" * 350, draws=snapshot.draws)
+        with ReportStore(url, limits=ReportLimits(max_title=300)) as strict:
+            assert "title is too long" in message(strict.publish, long_title)
+
+
+def test_publish_rate_is_limited_per_session(url, snapshot):
+    from hte.report_limits import PublishRate, ReportLimits
+
+    with ReportStore(url, limits=ReportLimits(publishes_per_hour=2)) as store:
+        store.publish(snapshot, publisher="session-a")
+        store.publish(snapshot, publisher="session-a")
+        assert "published 2 reports in the last hour" in message(
+            store.publish, snapshot, "session-a")
+        store.publish(snapshot, publisher="session-b")  # another session is not held back
+    clock = [0.0]
+    rate = PublishRate(1, clock=lambda: clock[0])
+    rate.take("s")
+    with pytest.raises(ReportError, match="about 60 minutes"):
+        rate.take("s")
+    clock[0] = 3600.5  # the hour has slid past
+    rate.take("s")
+
+
+def test_the_published_fingerprint_is_keyed_with_the_owner_key(store, snapshot):
+    fingerprint = snapshot.data["fingerprint"]
+    token, owner_key = store.publish(snapshot)
+    shown = store.open(token).data["fingerprint"]
+    assert fingerprint not in shown and shown.startswith("hmac-sha256:")
+    assert shown == rs.keyed_fingerprint(fingerprint, owner_key)  # the owner can match it
+    assert shown != rs.keyed_fingerprint(fingerprint, new_token())
+
+
+def test_report_views_are_cached_but_revocation_and_expiry_are_seen_at_once(url, snapshot,
+                                                                              monkeypatch):
+    from hte.report_limits import ReportLimits
+
+    with ReportStore(url, limits=ReportLimits(cache_seconds=300)) as store:
+        token, owner_key = store.publish(snapshot)
+        reads = []
+        real = Snapshot.from_payload
+        monkeypatch.setattr(Snapshot, "from_payload",
+                            classmethod(lambda cls, *a: reads.append(1) or real(*a)))
+        first = store.open(token)
+        assert store.open(token) is first and len(reads) == 1  # read and decompressed once
+        assert store.status(token) is None  # never expires
+        store.revoke(token, owner_key)
+        assert message(store.open, token) == INVALID_LINK
+        # Expiry is checked on every view, even of a cached report.
+        soon = dataclasses.replace(snapshot, expires=datetime.now(UTC) + timedelta(hours=1),
+                                   draws=snapshot.draws)
+        token, _ = store.publish(soon)
+        store.open(token)
+        with store._engine.begin() as conn:
+            conn.execute(update(REPORTS).values(expires=1))
+        assert message(store.open, token) == INVALID_LINK
+    with ReportStore(url, limits=ReportLimits(cache_seconds=0)) as store:
+        token, _ = store.publish(snapshot)
+        assert store.open(token) is not store.open(token)  # caching off
+
+
+def test_expired_reports_are_purged_when_reports_are_opened(url, snapshot):
+    with ReportStore(url) as store:
+        token, _ = store.publish(snapshot)
+        old, _ = store.publish(snapshot)
+        with store._engine.begin() as conn:
+            conn.execute(update(REPORTS).where(REPORTS.c.token_hash == rs.token_hash(old))
+                         .values(expires=1))
+        store._purged -= store.PURGE_EVERY + 1  # as if the last purge was long ago
+        store.open(token)
+        with store._engine.connect() as conn:
+            assert conn.execute(select(REPORTS.c.token_hash)).scalars().all() == [
+                rs.token_hash(token)]
+
+
+def test_mysql_gets_columns_that_hold_large_reports():
+    from sqlalchemy.dialects import mysql
+    from sqlalchemy.schema import CreateTable
+
+    ddl = str(CreateTable(REPORTS).compile(dialect=mysql.dialect()))
+    assert "meta LONGTEXT" in ddl and "payload LONGBLOB" in ddl
+    assert "LONG" not in str(CreateTable(REPORTS).compile(
+        dialect=__import__("sqlalchemy.dialects.postgresql").dialects.postgresql.dialect()))
