@@ -786,28 +786,21 @@ def _normal_quantile(p: float) -> float:
 
 # -- exports --------------------------------------------------------------------------------------
 
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _neutral(value):
-    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
 def csv_bytes(table: pd.DataFrame) -> bytes:
     """The table as UTF-8 CSV, full precision, safe to open in a spreadsheet.
 
-    Text cells (and column names) starting with ``=``, ``+``, ``-``, ``@``, tab or carriage return
-    get a leading ``'`` so spreadsheets show them as text instead of running them as formulas.
-    Numbers stay numbers (a negative effect is not text and is written as is).
+    Text cells (and column names) that a spreadsheet could run as formulas get a leading ``'``
+    (:func:`hte.reports.neutralize`). Numbers stay numbers (a negative effect is not text and is
+    written as is).
     """
+    from hte.reports import neutralize
+
     out = table.copy()
-    out.columns = [_neutral(str(c)) for c in out.columns]
+    out.columns = [neutralize(str(c)) for c in out.columns]
     for col in out.columns:
         s = out[col]
         if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
-            out[col] = s.map(_neutral, na_action="ignore")
+            out[col] = s.map(neutralize, na_action="ignore")
     return out.to_csv(index=False).encode("utf-8")
 
 

@@ -604,13 +604,23 @@ def _short(text: Any, limit: int) -> str:
 # Exports
 # --------------------------------------------------------------------------------------------
 
-#: Leading characters that make a spreadsheet treat a cell as a formula.
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: Leading characters that make a spreadsheet treat a cell as a formula (with their full-width
+#: forms, which some spreadsheets fold to ASCII).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+#: What a spreadsheet may skip before it looks for a formula: spaces, controls, NUL.
+_SKIPPED = " \t\r\n\x00\x0b\x0c\u00a0\u3000"
 
 
 def neutralize(value: Any) -> Any:
-    """A text cell that a spreadsheet would run as a formula, with a leading single quote."""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
+    """A text cell that a spreadsheet could run as a formula, with a leading single quote.
+
+    NUL characters are dropped (some readers stop at them); a formula character after leading
+    spaces or control characters counts too.
+    """
+    if not isinstance(value, str):
+        return value
+    value = value.replace("\x00", "")
+    if value.startswith(FORMULA_START) or value.lstrip(_SKIPPED).startswith(FORMULA_START):
         return "'" + value
     return value
 
@@ -618,8 +628,9 @@ def neutralize(value: Any) -> Any:
 def safe_csv(df: pd.DataFrame) -> bytes:
     """``df`` as UTF-8 CSV (with a byte-order mark, for Excel), formulas neutralized.
 
-    Text cells and column names starting with =, +, -, @, a tab or a carriage return get a
-    leading single quote; numbers are written as numbers.
+    Text cells and column names starting with =, +, -, @ (or their full-width forms), a tab or
+    a carriage return, also after leading spaces, get a leading single quote; NULs are dropped;
+    numbers are written as numbers.
     """
     out = df.copy()
     for col in out.columns:

@@ -380,3 +380,16 @@ def test_forest_figure_from_a_hand_made_table():
         neg.error_x.arrayminus) == pytest.approx([0.2])
     binary = forest_figure(table, threshold=0.05, binary=True)
     assert list(binary.data[0].x) == pytest.approx([20.0])
+
+
+def test_formulas_hidden_behind_spaces_nul_or_full_width_signs_are_neutralized():
+    hostile = ["\x00=1+1", " =HYPERLINK(\"http://x\")", "\u3000+1", "\uff1dSUM(A1)",
+               "\uff0b1", "\uff0d1", "\uff20x", "\n=1", "a\x00b", "plain - text", "e=mc2"]
+    rows = parsed_csv(safe_csv(pd.DataFrame({"label": hostile})))
+    got = [r[0] for r in rows[1:]]
+    assert got[:8] == ["'" + h.replace("\x00", "") for h in hostile[:8]]
+    assert got[8:] == ["ab", "plain - text", "e=mc2"]  # NUL dropped; formulas only at the start
+    from hte import plots
+
+    back = plots.csv_bytes(pd.DataFrame({" =x": ["\uff1d1", 1.5]})).decode("utf-8")
+    assert back.splitlines()[:2] == ["' =x", "'\uff1d1"]
