@@ -49,6 +49,7 @@ __all__ = [
     "prepare",
     "prepare_summaries",
     "read_table",
+    "rename_reserved",
     "suggest_roles",
 ]
 
@@ -976,9 +977,35 @@ def _check_unique_columns(df: pd.DataFrame, keys: Sequence[Any]) -> None:
                         "the duplicates so that every column name is different.")
 
 
-#: Column names hte.cells uses for its own statistics, which a factor therefore cannot have.
-RESERVED_NAMES = frozenset({"z", "n", "mean", "ss", "sd", "successes", "arm", "n_treated",
-                            "n_control", "var", "_z", "_y", "_c2", "_sum", "_sq", "_gm", "_ss"})
+#: Column names hte.cells uses for its own statistics, and the columns of every effects table
+#: (``by``, ``label``, :data:`hte.result.EFFECT_COLUMNS`, :data:`hte.result.MC_COLUMNS`), which a
+#: factor therefore cannot have.
+RESERVED_NAMES = frozenset({
+    "z", "n", "mean", "ss", "sd", "successes", "arm", "n_treated", "n_control", "var", "_z",
+    "_y", "_c2", "_sum", "_sq", "_gm", "_ss",
+    "by", "label", "median", "lower", "upper", "p_above", "p_practically_zero", "p_below",
+    "verdict", "extrapolated", "small_arm", "raw_mean", "raw_se", "r_hat", "ess_bulk",
+    "ess_tail", "mcse_p_above", "mcse_p_practically_zero", "mcse_p_below",
+})
+
+
+def rename_reserved(df: pd.DataFrame, columns: Sequence[str]
+                    ) -> tuple[pd.DataFrame, dict[str, str]]:
+    """``df`` with each of ``columns`` named like a results column (:data:`RESERVED_NAMES`)
+    renamed to ``<name>_group`` (``<name>_group2``... if taken), and the renames made.
+
+    The dashboard applies it to the chosen factors, so such a column can still be one.
+    """
+    taken = {str(c) for c in df.columns}
+    renames: dict[str, str] = {}
+    for col in dict.fromkeys(columns):
+        if isinstance(col, str) and col in RESERVED_NAMES and col in df.columns:
+            new, i = f"{col}_group", 2
+            while new in taken:
+                new, i = f"{col}_group{i}", i + 1
+            taken.add(new)
+            renames[col] = new
+    return (df.rename(columns=renames) if renames else df), renames
 
 
 def _factor_list(factors: Any) -> tuple[str, ...]:
@@ -997,9 +1024,9 @@ def _factor_list(factors: Any) -> tuple[str, ...]:
 def _check_reserved(factors: Sequence[str]) -> None:
     for f in factors:
         if isinstance(f, str) and f in RESERVED_NAMES:
-            raise SpecError(f"A factor cannot be called '{f}': that name is used for the cell "
-                            f"statistics. Rename the column (for example to '{f}_group') and "
-                            "choose it again.")
+            raise SpecError(f"A factor cannot be called '{f}': that name is used for a column "
+                            f"of the results. Rename the column (for example to '{f}_group') "
+                            "and choose it again.")
 
 
 def _check_max_levels(max_levels: Any) -> int:

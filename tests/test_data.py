@@ -356,10 +356,26 @@ def test_prepare_treated_matches_numbers_and_case(people: pd.DataFrame) -> None:
     assert prepare(people, Roles("support", "arm", "TREATMENT")).treated == "treatment"
 
 
-@pytest.mark.parametrize("name", ["n", "z", "mean", "_y"])
+@pytest.mark.parametrize("name", ["n", "z", "mean", "_y", "label", "by", "verdict"])
 def test_prepare_refuses_reserved_factor_names(people: pd.DataFrame, name: str) -> None:
     with pytest.raises(SpecError, match=f"cannot be called '{name}'.*Rename the column"):
         prepare(people.assign(**{name: "x"}), Roles("support", "arm", "treatment", (name,)))
+
+
+def test_every_results_column_is_a_reserved_name_and_loading_renames_them(people) -> None:
+    from hte.data import RESERVED_NAMES, rename_reserved
+    from hte.result import EFFECT_COLUMNS, MC_COLUMNS
+
+    assert {"by", "label", *EFFECT_COLUMNS, *MC_COLUMNS} <= RESERVED_NAMES
+    df = people.assign(label="a", by="b", by_group="taken")
+    renamed, renames = rename_reserved(df, ["label", "by", "region", "label"])
+    assert renames == {"label": "label_group", "by": "by_group2"}
+    assert {"label_group", "by_group2", "by_group"} <= set(renamed.columns)
+    assert "label" not in renamed.columns and "label" in df.columns  # the input is not changed
+    prepared = prepare(renamed, Roles("support", "arm", "treatment", ("label_group",)))
+    assert prepared.factors == ("label_group",)
+    assert rename_reserved(people, ["region", "arm"])[1] == {"arm": "arm_group"}
+    assert rename_reserved(people, ["region"])[1] == {}
 
 
 def test_prepare_duplicate_factors_are_merged(people: pd.DataFrame) -> None:
