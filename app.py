@@ -2,7 +2,9 @@
 
 This entry file is the router (``st.navigation``; page files live in ``pages/``) and draws the
 shared frame: the page configuration, the app's name and a sidebar status of what is loaded and
-fitted. Pages read and write session state through ``ui.py`` and call the engine in ``hte/``.
+fitted. Pages read and write session state through the ``ui`` package (one module per concern:
+session state, fitting, formatting, decision rule, reports, page frame) and call the engine in
+``hte/``.
 
 A shared report link (``?report=<token>``) is checked first: it opens the read-only report page
 and nothing else (no navigation, no sidebar, no data, no fitting), whatever the path or session.
@@ -10,12 +12,12 @@ and nothing else (no navigation, no sidebar, no data, no fitting), whatever the 
 
 import streamlit as st
 
-import ui
+from ui import page, reports, state
 
-if ui.REPORT_PARAM in st.query_params:
+if reports.REPORT_PARAM in st.query_params:
     st.set_page_config(page_title="hte report", page_icon="🎯", layout="wide",
                        initial_sidebar_state="collapsed")
-    report = st.Page(ui.PAGES["report"], title="Report", icon=":material/description:",
+    report = st.Page(state.PAGES["report"], title="Report", icon=":material/description:",
                      default=True)
     st.navigation([report], position="hidden").run()
     st.stop()
@@ -25,20 +27,21 @@ st.set_page_config(page_title="hte — who does the treatment work for?", page_i
 
 pages = {
     "Set up": [
-        st.Page(ui.PAGES["data"], title="1 · Data", icon=":material/table_view:", default=True),
-        st.Page(ui.PAGES["model"], title="2 · Model", icon=":material/tune:"),
+        st.Page(state.PAGES["data"], title="1 · Data", icon=":material/table_view:", default=True),
+        st.Page(state.PAGES["model"], title="2 · Model", icon=":material/tune:"),
     ],
     "Results": [
-        st.Page(ui.PAGES["effects"], title="3 · Effects", icon=":material/insights:"),
-        st.Page(ui.PAGES["intersections"], title="4 · Intersections", icon=":material/grid_view:"),
-        st.Page(ui.PAGES["compare"], title="5 · Compare", icon=":material/compare_arrows:"),
-        st.Page(ui.PAGES["diagnostics"], title="6 · Diagnostics",
+        st.Page(state.PAGES["effects"], title="3 · Effects", icon=":material/insights:"),
+        st.Page(state.PAGES["intersections"], title="4 · Intersections",
+                icon=":material/grid_view:"),
+        st.Page(state.PAGES["compare"], title="5 · Compare", icon=":material/compare_arrows:"),
+        st.Page(state.PAGES["diagnostics"], title="6 · Diagnostics",
                 icon=":material/monitor_heart:"),
-        st.Page(ui.PAGES["share"], title="7 · Share", icon=":material/share:",
-                url_path=ui.SHARE_PATH),
+        st.Page(state.PAGES["share"], title="7 · Share", icon=":material/share:",
+                url_path=reports.SHARE_PATH),
     ],
 }
-page = st.navigation(pages)
+chosen = st.navigation(pages)
 
 with st.sidebar:
     st.markdown("## :material/target: hte")
@@ -46,6 +49,6 @@ with st.sidebar:
                "subgroups, from a multilevel model.")
     # Drawn before the page: pages change state in callbacks or rerun after a change
     # (loading, fitting), so the status is current.
-    ui.sidebar_status()
+    page.sidebar_status()
 
-page.run()
+chosen.run()

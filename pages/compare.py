@@ -3,31 +3,32 @@
 import pandas as pd
 import streamlit as st
 
-import ui
 from hte import plots
 from hte.decisions import contrast_sentence, fix_article
 from hte.errors import HteError
+from ui import decision, fitting, page, state
+from ui import formatting as fmt
 
 ANYONE = "(anyone)"
 
-ui.page_header("compare", "5 · Compare two groups",
-               "Is the effect really larger for one group than another? Pick two groups (a level "
-               "of one factor, or a combination such as Black men) and see the difference of their"
-               " effects, computed draw by draw from the same model.")
+page.page_header("compare", "5 · Compare two groups",
+                 "Is the effect really larger for one group than another? Pick two groups (a level "
+                 "of one factor, or a combination such as Black men) and see the difference of "
+                 "their effects, computed draw by draw from the same model.")
 
-fit = ui.need_fit()
-ui.need_factors(fit, 1, "The model has no factors, so there are no groups to compare.")
+fit = page.need_fit()
+page.need_factors(fit, 1, "The model has no factors, so there are no groups to compare.")
 
-rule = ui.rule_controls(fit)
-ui.diagnostics_notice(fit)
+rule = decision.rule_controls(fit)
+page.diagnostics_notice(fit)
 outcome, binary = fit.spec.outcome, fit.binary
 
 
 def group_picker(side: str, default: dict[str, str]) -> dict[str, str]:
     group = {}
     for f in fit.factors:
-        level = ui.persistent(st.selectbox, f, f"cmp_{side}_{f}", default.get(f, ANYONE),
-                              options=[ANYONE, *fit.levels[f]])
+        level = state.persistent(st.selectbox, f, f"cmp_{side}_{f}", default.get(f, ANYONE),
+                                 options=[ANYONE, *fit.levels[f]])
         if level != ANYONE:
             group[f] = level
     return group
@@ -46,27 +47,27 @@ with right, st.container(border=True):
 try:
     summary, diff = fit.contrast(a, b, rule.threshold, rule.interval, rule.cutoff,
                                  min_arm=rule.min_arm)
-    both = pd.DataFrame([ui.group_row(fit, a, rule), ui.group_row(fit, b, rule)])
+    both = pd.DataFrame([fitting.group_row(fit, a, rule), fitting.group_row(fit, b, rule)])
 except HteError as err:
     st.error(str(err), icon=":material/error:")
     st.stop()
 
 name_a, name_b = summary["a"], summary["b"]
-d = ui.fmt_effect(rule.threshold, binary)
+d = fmt.fmt_effect(rule.threshold, binary)
 if a == b:
     st.info("The two groups are the same; pick different levels to compare.")
-chance = {k: ui.fmt_prob(summary[k], words=True)
+chance = {k: fmt.fmt_prob(summary[k], words=True)
           for k in ("p_above", "p_practically_zero", "p_below")}
-interval_text = (f"{ui.fmt_effect(summary['lower'], binary)} and "
-                 f"{ui.fmt_effect(summary['upper'], binary)} ({rule.interval:.0%} interval)")
+interval_text = (f"{fmt.fmt_effect(summary['lower'], binary)} and "
+                 f"{fmt.fmt_effect(summary['upper'], binary)} ({rule.interval:.0%} interval)")
 if summary["extrapolated"]:
-    st.markdown("#### " + ui.md(contrast_sentence(summary, rule.min_arm, ui.who(a), ui.who(b))))
+    st.markdown("#### " + fmt.md(contrast_sentence(summary, rule.min_arm, fmt.who(a), fmt.who(b))))
     st.markdown(f"The model's difference A − B is between {interval_text}, but it is borrowed "
                 "from the other groups, not measured.")
 else:
     st.markdown(fix_article(
         f"#### There is a {chance['p_above']} chance the treatment's effect is larger by more "
-        f"than {d} for {ui.who(a)} (A) than for {ui.who(b)} (B)."))
+        f"than {d} for {fmt.who(a)} (A) than for {fmt.who(b)} (B)."))
     st.markdown(fix_article(
         f"The chance that the two effects differ by less than {d} either way (practically the "
         f"same) is {chance['p_practically_zero']}, and the chance that the effect is larger by "
@@ -77,12 +78,12 @@ fig = plots.posterior_plot(diff, summary, threshold=rule.threshold, binary=binar
                            outcome=outcome, label="A − B", what="Difference in effect",
                            title=f"Effect for {name_a} minus effect for {name_b}"
                                  + (" (extrapolated)" if summary["extrapolated"] else ""))
-ui.show_figure(fig, "difference", key="difference")
+page.show_figure(fig, "difference", key="difference")
 
 st.subheader("The two groups")
-shown, config = ui.display_effects(both, binary, rule.min_arm)
+shown, config = fmt.display_effects(both, binary, rule.min_arm)
 st.dataframe(shown, column_config=config, hide_index=True)
 diff_row = {"by": "difference (A − B)", "label": f"{name_a} minus {name_b}",
             **{k: v for k, v in summary.items() if k not in ("a", "b")}}
-ui.download_table(pd.concat([both, pd.DataFrame([diff_row])], ignore_index=True),
-                  "comparison", key="compare_csv")
+page.download_table(pd.concat([both, pd.DataFrame([diff_row])], ignore_index=True),
+                    "comparison", key="compare_csv")

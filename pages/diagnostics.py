@@ -3,16 +3,17 @@
 import pandas as pd
 import streamlit as st
 
-import ui
 from hte import plots
 from hte.diagnostics import MAX_R_HAT, MIN_ESS_PER_CHAIN
+from ui import decision, fitting, page, state
+from ui import formatting as fmt
 
-ui.page_header("diagnostics", "6 · Diagnostics",
-               "Before believing the results, check two things: that the sampler explored the "
-               "posterior properly (convergence), and that the model reproduces the data it was "
-               "fitted to (predictive check).")
+page.page_header("diagnostics", "6 · Diagnostics",
+                 "Before believing the results, check two things: that the sampler explored the "
+                 "posterior properly (convergence), and that the model reproduces the data it was "
+                 "fitted to (predictive check).")
 
-fit = ui.need_fit()
+fit = page.need_fit()
 d = fit.diagnostics
 outcome, binary = fit.spec.outcome, fit.binary
 
@@ -75,12 +76,12 @@ with st.expander("What these numbers mean"):
 
 # -- the numbers reported --------------------------------------------------------------------------
 st.subheader("Are the reported numbers precise?")
-rule = ui.rule_of(fit)
-effects = ui.effect_table(fit, rule, pairs=[tuple(t) for t in fit.spec.interactions])
+rule = decision.rule_of(fit)
+effects = fitting.effect_table(fit, rule, pairs=[tuple(t) for t in fit.spec.interactions])
 mcse_cols = ["mcse_p_above", "mcse_p_practically_zero", "mcse_p_below"]
 worst_mcse = effects[mcse_cols].max(axis=1)
 at = int(worst_mcse.to_numpy().argmax())
-delta = ui.fmt_effect(rule.threshold, binary)
+delta = fmt.fmt_effect(rule.threshold, binary)
 st.markdown(
     f"Each probability on the result pages (P(> δ), P(≈ 0), P(< −δ) with δ = {delta}) comes from "
     f"{fit.n_draws:,} correlated draws. Its Monte Carlo standard error is at most "
@@ -103,18 +104,18 @@ err = {c: num("± MCSE", format="%.2f pp", help="Monte Carlo standard error of t
        for c in ("± MCSE", "± MCSE ", "± MCSE  ")}
 st.caption("Every group effect on the result pages, worst R-hat first. R-hat and ESS are "
            "computed on each effect's draws; the Monte Carlo errors depend on δ.")
-st.dataframe(shown_mc, hide_index=True, height=ui.table_height(len(shown_mc), 10),
+st.dataframe(shown_mc, hide_index=True, height=fmt.table_height(len(shown_mc), 10),
              column_config={"R-hat": num(format="%.3f"), "bulk ESS": num(format="%.0f"),
                             "tail ESS": num(format="%.0f"), **pct, **err})
-ui.download_table(effects[["by", "label", "p_above", "p_practically_zero", "p_below",
-                           "r_hat", "ess_bulk", "ess_tail", *mcse_cols]],
+page.download_table(effects[["by", "label", "p_above", "p_practically_zero", "p_below",
+                             "r_hat", "ess_bulk", "ess_tail", *mcse_cols]],
                   "effect_diagnostics", key="effect_diag_csv")
 
 # -- traces ---------------------------------------------------------------------------------------
 st.subheader("Trace plots")
 st.caption("Each line is one chain. Healthy traces look like overlapping, fuzzy caterpillars "
            "with no trends and no chain stuck apart from the others.")
-labels = ui.parameter_labels(fit)
+labels = fmt.parameter_labels(fit)
 series = {"tau (average effect, model scale)": fit.draws["beta"][..., 1]}
 names = {"effect_scale": "effect_scale (how much effects vary overall)",
          "sigma": "sigma (residual sd, model scale)"}
@@ -127,12 +128,12 @@ for name, arr in fit.draws.items():
         for k in range(arr.shape[2]):
             series[labels.get(f"{name}[{k}]", f"{name}[{k}]")] = arr[:, :, k]
 defaults = [s for s in series if not s.startswith("sigma_baseline")][:8]
-chosen = ui.persistent(st.multiselect, "Parameters", "trace_params", defaults,
-                       options=list(series),
-                       help="sigma_effect[term]: how much the effect varies across that term's "
+chosen = state.persistent(st.multiselect, "Parameters", "trace_params", defaults,
+                          options=list(series),
+                          help="sigma_effect[term]: how much the effect varies across that term's "
                             "levels; sigma_baseline[term]: how much the untreated outcome does.")
 if chosen:
-    ui.show_figure(plots.trace_plot({k: series[k] for k in chosen}), "traces", key="traces")
+    page.show_figure(plots.trace_plot({k: series[k] for k in chosen}), "traces", key="traces")
 st.markdown("**All parameters**")
 st.caption("Scales are on the model's scale (standard deviations of the outcome"
            + (", log-odds" if binary else "") + "); beta[j] are the coefficients. Worst first.")
@@ -140,16 +141,16 @@ params = fit.parameter_table.assign(
     parameter=fit.parameter_table["parameter"].map(lambda v: labels.get(v, v)))
 params = params.sort_values("r_hat", ascending=False, kind="stable")
 num = st.column_config.NumberColumn
-st.dataframe(params, hide_index=True, height=ui.table_height(len(params), 10),
+st.dataframe(params, hide_index=True, height=fmt.table_height(len(params), 10),
              column_config={"mean": num(format="%.4f"), "sd": num(format="%.4f"),
                             "r_hat": num("R-hat", format="%.3f"),
                             "ess_bulk": num("bulk ESS", format="%.0f"),
                             "ess_tail": num("tail ESS", format="%.0f")})
-ui.download_table(params, "parameters", key="params_csv")
+page.download_table(params, "parameters", key="params_csv")
 
 # -- predictive check -----------------------------------------------------------------------------
 st.subheader("Does the model reproduce the data?")
-check = ui.predictive_check(fit, interval=0.9)
+check = fitting.predictive_check(fit, interval=0.9)
 st.markdown(
     "The model replicates the data many times; the observed data should look like one of the "
     "replications. Left: cells with similar predictions are pooled into bins (per arm), so each "
@@ -159,7 +160,7 @@ st.markdown(
     "dashed lines, with no trend.")
 (st.success if check.ok else st.warning)(
     check.summary(outcome), icon=":material/check_circle:" if check.ok else ":material/warning:")
-ui.show_figure(plots.ppc_plot(check.bins, check.cells, binary=binary, outcome=outcome,
-                              factors=fit.cells.factors, interval=check.interval),
+page.show_figure(plots.ppc_plot(check.bins, check.cells, binary=binary, outcome=outcome,
+                                factors=fit.cells.factors, interval=check.interval),
                "predictive_check", key="ppc")
-ui.download_table(check.cells, "predictive_check", key="ppc_csv")
+page.download_table(check.cells, "predictive_check", key="ppc_csv")

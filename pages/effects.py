@@ -2,40 +2,41 @@
 
 import streamlit as st
 
-import ui
 from hte import plots
 from hte.decisions import SMALL_ARM
+from ui import decision, fitting, page, state
+from ui import formatting as fmt
 
-ui.page_header("effects", "3 · Effects",
-               "Who does the treatment work for? Every number on this page comes from the fitted "
-               "model's draws; changing δ or the interval level updates it at once, without "
-               "refitting.")
+page.page_header("effects", "3 · Effects",
+                 "Who does the treatment work for? Every number on this page comes from the fitted "
+                 "model's draws; changing δ or the interval level updates it at once, without "
+                 "refitting.")
 
-fit = ui.need_fit()
-rule = ui.rule_controls(fit)
-ui.diagnostics_notice(fit)
+fit = page.need_fit()
+rule = decision.rule_controls(fit)
+page.diagnostics_notice(fit)
 outcome, binary = fit.spec.outcome, fit.binary
 interval = f"{rule.interval:.0%}"
 
 # -- headline -------------------------------------------------------------------------------------
-overall = ui.effects(fit, None, rule).iloc[0]
-st.markdown(f"#### {ui.headline(overall, rule, outcome, binary)}")
+overall = fitting.effects(fit, None, rule).iloc[0]
+st.markdown(f"#### {fmt.headline(overall, rule, outcome, binary)}")
 m1, m2, m3, m4 = st.columns(4)
 digits = plots.effect_decimals(overall[["mean", "lower", "upper"]].astype(float), binary)
 m1.metric("Average effect", plots.format_effect(overall["mean"], binary, digits),
           help="Posterior mean of the average treatment effect over everybody in the data.")
-m2.metric(f"{interval} interval", ui.fmt_range(overall["lower"], overall["upper"], binary, digits))
-m3.metric(f"Chance it is above +{ui.fmt_effect(rule.threshold, binary)}",
-          ui.fmt_prob(overall["p_above"]))
+m2.metric(f"{interval} interval", fmt.fmt_range(overall["lower"], overall["upper"], binary, digits))
+m3.metric(f"Chance it is above +{fmt.fmt_effect(rule.threshold, binary)}",
+          fmt.fmt_prob(overall["p_above"]))
 m4.metric("Verdict", overall["verdict"].capitalize())
 
 # -- forest plot ----------------------------------------------------------------------------------
 st.subheader("Effects by group")
-table = ui.effect_table(fit, rule)
+table = fitting.effect_table(fit, rule)
 if not fit.factors:
     st.info("The model has no factors, so there is only the average effect. Choose factors on "
             "the Model page to compare groups.")
-    st.page_link(ui.PAGES["model"], label="Go to Model", icon=":material/tune:")
+    st.page_link(state.PAGES["model"], label="Go to Model", icon=":material/tune:")
 else:
     notes = []
     for verdict in ("likely positive", "likely negative"):
@@ -46,7 +47,7 @@ else:
             notes.append(f"{verdict} for {groups}")
     st.markdown(f"Each point is a group's average effect and the bar its {interval} credible "
                 f"interval. The green band is the practically-zero zone (±"
-                f"{ui.fmt_effect(rule.threshold, binary)}). Colour and shape give the verdict: "
+                f"{fmt.fmt_effect(rule.threshold, binary)}). Colour and shape give the verdict: "
                 f"the effect is called likely positive, likely negative or practically zero when "
                 f"the model is at least {rule.cutoff:.0%} sure, and uncertain otherwise."
                 + (f" Here the effect is {' and '.join(notes)}." if notes else ""))
@@ -65,46 +66,46 @@ else:
                    "groups.")
     fig = plots.forest_plot(table, threshold=rule.threshold, binary=binary, outcome=outcome,
                             interval=rule.interval)
-    ui.show_figure(fig, "effects_by_group", key="forest")
+    page.show_figure(fig, "effects_by_group", key="forest")
 
 # -- table ----------------------------------------------------------------------------------------
 st.subheader("Table of effects")
-shown, config = ui.display_effects(table, binary, rule.min_arm)
+shown, config = fmt.display_effects(table, binary, rule.min_arm)
 st.caption(f"n per arm, the raw difference in means within each group, the model's estimate with "
            f"its {interval} interval, and the chances that the effect is above +δ, practically "
            f"zero, or below −δ." + (" Effects in percentage points (pp)." if binary else "")
            + " The download has full precision" + (" (effects as differences in probability, "
                                                    "0.05 = 5 points)." if binary else "."))
-st.dataframe(shown, column_config=config, hide_index=True, height=ui.table_height(len(shown)))
-ui.download_table(table, "effects", key="effects_csv")
+st.dataframe(shown, column_config=config, hide_index=True, height=fmt.table_height(len(shown)))
+page.download_table(table, "effects", key="effects_csv")
 
 # -- densities ------------------------------------------------------------------------------------
 if fit.factors:
     st.subheader("How sure are we? The whole posterior")
-    factor = ui.persistent(st.selectbox, "Show the posterior of each group of", "density_factor",
-                           fit.factors[0], options=list(fit.factors))
+    factor = state.persistent(st.selectbox, "Show the posterior of each group of", "density_factor",
+                              fit.factors[0], options=list(fit.factors))
     groups = fit.groups(factor)
-    draws = ui.effect_draws(fit, groups)
-    flags = ui.effects(fit, factor, rule).set_index(factor)
+    draws = fitting.effect_draws(fit, groups)
+    flags = fitting.effects(fit, factor, rule).set_index(factor)
     curves = {g[factor] + (" (extrapolated)" if flags.loc[g[factor], "extrapolated"] else
                            " ⚠" if flags.loc[g[factor], "small_arm"] else ""): draws[:, i]
               for i, g in enumerate(groups)}
     st.caption("Each curve shows how plausible each size of effect is for one group. Wide, flat "
                "curves mean little information (few people); curves inside the green band mean "
                "a practically-zero effect.")
-    ui.show_figure(plots.density_plot(curves, threshold=rule.threshold, binary=binary,
-                                      outcome=outcome, title=f"Effect by {factor}"),
+    page.show_figure(plots.density_plot(curves, threshold=rule.threshold, binary=binary,
+                                        outcome=outcome, title=f"Effect by {factor}"),
                    f"posterior_by_{factor}", key="densities")
 
     # -- shrinkage --------------------------------------------------------------------------------
     st.subheader("What partial pooling did")
-    pooled = ui.effect_table(fit, rule, pairs=[tuple(t) for t in fit.spec.interactions])
+    pooled = fitting.effect_table(fit, rule, pairs=[tuple(t) for t in fit.spec.interactions])
     st.markdown("Each point is a group: across, its **raw** difference in means (the group "
                 "analysed on its own); up, the **model's** estimate. Small groups (small points) "
                 "have noisy raw differences, so the model pulls them toward the overall effect "
                 "(the solid line) unless the data clearly disagree; large groups barely move. "
                 "That is why a surprising raw difference in a small group is not chased as a "
                 "finding.")
-    ui.show_figure(plots.shrinkage_plot(pooled, binary=binary, outcome=outcome,
-                                        overall=float(overall["mean"])),
+    page.show_figure(plots.shrinkage_plot(pooled, binary=binary, outcome=outcome,
+                                          overall=float(overall["mean"])),
                    "shrinkage", key="shrinkage")

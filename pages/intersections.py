@@ -2,35 +2,36 @@
 
 import streamlit as st
 
-import ui
 from hte import plots
 from hte.decisions import SMALL_ARM, arm_phrase
+from ui import decision, fitting, page, state
+from ui import formatting as fmt
 
-ui.page_header("intersections", "4 · Intersections",
-               "Choose two factors to see the effect in every combination of their levels, such as"
-               " Black men or young Republicans.")
+page.page_header("intersections", "4 · Intersections",
+                 "Choose two factors to see the effect in every combination of their levels, "
+                 "such as Black men or young Republicans.")
 
-fit = ui.need_fit()
-ui.need_factors(fit, 2, "Intersections need at least two factors in the model.")
+fit = page.need_fit()
+page.need_factors(fit, 2, "Intersections need at least two factors in the model.")
 
-rule = ui.rule_controls(fit)
-ui.diagnostics_notice(fit)
+rule = decision.rule_controls(fit)
+page.diagnostics_notice(fit)
 outcome, binary = fit.spec.outcome, fit.binary
 modelled = [t for t in fit.spec.interactions if len(t) == 2]
 first = modelled[0] if modelled else fit.factors[:2]
 
 c1, c2, c3 = st.columns([1, 1, 1.3])
 with c1:
-    rows = ui.persistent(st.selectbox, "Rows", "ix_rows", first[0], options=list(fit.factors))
+    rows = state.persistent(st.selectbox, "Rows", "ix_rows", first[0], options=list(fit.factors))
 with c2:
     others = [f for f in fit.factors if f != rows]
-    cols = ui.persistent(st.selectbox, "Columns", "ix_cols",
-                         first[1] if first[1] in others else others[0], options=others)
+    cols = state.persistent(st.selectbox, "Columns", "ix_cols",
+                            first[1] if first[1] in others else others[0], options=others)
 with c3:
-    color = ui.persistent(st.radio, "Colour the cells by", "ix_color", "p_above",
-                          options=["p_above", "mean"], horizontal=True,
-                          format_func=lambda v: {"p_above": "Chance above +δ",
-                                                 "mean": "Mean effect"}[v])
+    color = state.persistent(st.radio, "Colour the cells by", "ix_color", "p_above",
+                             options=["p_above", "mean"], horizontal=True,
+                             format_func=lambda v: {"p_above": "Chance above +δ",
+                                                    "mean": "Mean effect"}[v])
 
 if any(set(t) == {rows, cols} for t in fit.spec.interactions):
     st.caption(f"{rows} × {cols} is modelled as an intersection: each combination has an effect "
@@ -41,8 +42,8 @@ else:
                "To let a combination differ on its own, add the intersection on the Model page "
                "and fit again.")
 
-table = ui.effects(fit, [rows, cols], rule)
-d = ui.fmt_effect(rule.threshold, binary)
+table = fitting.effects(fit, [rows, cols], rule)
+d = fmt.fmt_effect(rule.threshold, binary)
 shows = f"the chance that the effect is above +{d}" if color == "p_above" else "the mean effect"
 st.markdown(f"Each cell shows {shows} and the number of people. Cells with fewer than "
             f"{SMALL_ARM} people in an arm (treated or control) are outlined with dots and marked "
@@ -67,23 +68,23 @@ if points:   # a click on the heatmap picks the cell
         click = ()
     if click and st.session_state.get("hte_ix_click") != (chart_key, click):
         st.session_state["hte_ix_click"] = (chart_key, click)
-        ui.prefs()["ix_cell"] = click[0]
-        ui.reset_widget("ix_cell")
+        state.prefs()["ix_cell"] = click[0]
+        state.reset_widget("ix_cell")
 
 by_label = table.set_index("label")
 # the default cell: the likeliest positive one among those with data enough for a verdict
 likeliest = table.sort_values(["extrapolated", "p_above", "mean"],
                               ascending=[True, False, False])["label"].iloc[0]
-cell = ui.persistent(st.selectbox, "Cell (or click one above)", "ix_cell", likeliest,
-                     options=labels,
-                     format_func=lambda v: f"{v} (n = {int(by_label.loc[v, 'n']):,})")
+cell = state.persistent(st.selectbox, "Cell (or click one above)", "ix_cell", likeliest,
+                        options=labels,
+                        format_func=lambda v: f"{v} (n = {int(by_label.loc[v, 'n']):,})")
 with chart:
     fig = plots.heatmap(table, rows, cols, levels=fit.levels, color=color,
                         threshold=rule.threshold, binary=binary, outcome=outcome,
                         interval=rule.interval,
                         selected=(str(by_label.loc[cell, rows]), str(by_label.loc[cell, cols])))
-    ui.show_figure(fig, f"intersection_{rows}_{cols}", key=chart_key, on_select="rerun",
-                   selection_mode="points")
+    page.show_figure(fig, f"intersection_{rows}_{cols}", key=chart_key, on_select="rerun",
+                     selection_mode="points")
 row = by_label.loc[cell]
 group = {rows: str(row[rows]), cols: str(row[cols])}
 if row["extrapolated"]:
@@ -94,15 +95,15 @@ elif row["small_arm"]:
     st.warning(f"This cell has a small arm ({int(row['n_treated']):,} treated, "
                f"{int(row['n_control']):,} control), so its estimate leans mostly on the other "
                "cells.", icon=":material/warning:")
-st.markdown(f"**{ui.headline(row, rule, outcome, binary, who=ui.who(group))}**")
-draws = ui.effect_draws(fit, [group])[:, 0]
-ui.show_figure(plots.posterior_plot(draws, row, threshold=rule.threshold, binary=binary,
-                                    outcome=outcome, label=cell,
-                                    title=("Extrapolated, no verdict: the model's guess from the "
-                                           "other cells" if row["extrapolated"] else None)),
+st.markdown(f"**{fmt.headline(row, rule, outcome, binary, who=fmt.who(group))}**")
+draws = fitting.effect_draws(fit, [group])[:, 0]
+page.show_figure(plots.posterior_plot(draws, row, threshold=rule.threshold, binary=binary,
+                                      outcome=outcome, label=cell,
+                                      title=("Extrapolated, no verdict: the model's guess from the "
+                                             "other cells" if row["extrapolated"] else None)),
                "cell_posterior", key="cell_posterior")
 
 st.subheader("Table")
-shown, config = ui.display_effects(table, binary, rule.min_arm)
-st.dataframe(shown, column_config=config, hide_index=True, height=ui.table_height(len(shown)))
-ui.download_table(table, f"effects_{rows}_{cols}", key="ix_csv")
+shown, config = fmt.display_effects(table, binary, rule.min_arm)
+st.dataframe(shown, column_config=config, hide_index=True, height=fmt.table_height(len(shown)))
+page.download_table(table, f"effects_{rows}_{cols}", key="ix_csv")

@@ -7,39 +7,40 @@ factors and levels) is escaped before Streamlit or Plotly renders it.
 
 import streamlit as st
 
-import ui
 from hte import plots
 from hte.decisions import SMALL_ARM, contrast_sentence, fix_article, sentence
 from hte.diagnostics import Diagnostics
 from hte.errors import HteError
 from hte.reports import EVERYONE, plot_table, report_csv, report_html
+from ui import decision, page, reports, state
+from ui import formatting as fmt
 
-st.session_state[ui.PAGE] = "report"
+st.session_state[state.PAGE] = "report"
 try:
-    snap = ui.open_report(st.query_params.get(ui.REPORT_PARAM, ""))
+    snap = reports.open_report(st.query_params.get(reports.REPORT_PARAM, ""))
 except HteError as err:   # unknown, malformed, expired, withdrawn: the store's one message
     st.error(str(err), icon=":material/link_off:")
     st.stop()
 
 binary, factors = snap.binary, list(snap.factors)
-outcome = ui.md(snap.outcome)
+outcome = fmt.md(snap.outcome)
 title = snap.title or "Treatment-effect report"
 st.set_page_config(page_title=" ".join(title.split())[:80])
-st.title(ui.md(title), anchor=False)
+st.title(fmt.md(title), anchor=False)
 people = snap.data.get("n_used")
-st.caption(ui.md(ui.report_expiry(snap)) + ". "
+st.caption(fmt.md(reports.report_expiry(snap)) + ". "
            + (f"{people:,} people analysed. " if isinstance(people, int) else "")
            + "A read-only snapshot: it holds no individual data.")
 if snap.note:
     with st.container(border=True):
         st.text(snap.note)
 
-rule = ui.decision_controls(snap.outcome, binary, snap.threshold, snap.interval, snap.cutoff,
-                            snap.min_arm)
-table = ui.report_effects(snap, rule)
+rule = decision.decision_controls(snap.outcome, binary, snap.threshold, snap.interval, snap.cutoff,
+                                  snap.min_arm)
+table = reports.report_effects(snap, rule)
 shown = plot_table(table, factors, snap.outcome)
 interval = f"{rule.interval:.0%}"
-d = ui.fmt_effect(rule.threshold, binary)
+d = fmt.fmt_effect(rule.threshold, binary)
 
 # -- headline -------------------------------------------------------------------------------------
 overall = table[table["by"] == EVERYONE].iloc[0]
@@ -48,8 +49,8 @@ m1, m2, m3, m4 = st.columns(4)
 digits = plots.effect_decimals(overall[["mean", "lower", "upper"]].astype(float), binary)
 m1.metric("Average effect", plots.format_effect(overall["mean"], binary, digits),
           help="Posterior mean of the average treatment effect over everybody in the data.")
-m2.metric(f"{interval} interval", ui.fmt_range(overall["lower"], overall["upper"], binary, digits))
-m3.metric(f"Chance it is above +{d}", ui.fmt_prob(overall["p_above"]))
+m2.metric(f"{interval} interval", fmt.fmt_range(overall["lower"], overall["upper"], binary, digits))
+m3.metric(f"Chance it is above +{d}", fmt.fmt_prob(overall["p_above"]))
 m4.metric("Verdict", overall["verdict"].capitalize())
 
 try:
@@ -76,10 +77,10 @@ st.markdown(f"Each point is a group's average effect and the bar its {interval} 
             f"{rule.min_arm} treated or control people is **extrapolated** (a hollow grey "
             "circle): its estimate is borrowed from the other groups and gets no verdict. ⚠ "
             f"marks groups with fewer than {SMALL_ARM} people in an arm.")
-ui.show_figure(plots.forest_plot(shown.table.loc[singles], threshold=rule.threshold,
-                                 binary=binary, outcome=shown.outcome, interval=rule.interval),
+page.show_figure(plots.forest_plot(shown.table.loc[singles], threshold=rule.threshold,
+                                   binary=binary, outcome=shown.outcome, interval=rule.interval),
                "effects_by_group", key="report_forest")
-st.caption(ui.md(ui.withheld_sentence(snap.withheld, snap.min_cell)))
+st.caption(fmt.md(reports.withheld_sentence(snap.withheld, snap.min_cell)))
 
 st.subheader("Table of effects")
 st.caption("n per arm, the raw difference in means within each group, the model's estimate with "
@@ -88,42 +89,42 @@ st.caption("n per arm, the raw difference in means within each group, the model'
            + " The CSV download at the end has every group at full precision."
            + (f" Raw estimates are left out where an arm has fewer than {snap.min_cell:,} people."
               if table["raw_mean"].isna().any() else ""))
-display, config = ui.display_effects(table.loc[singles], binary, rule.min_arm)
+display, config = fmt.display_effects(table.loc[singles], binary, rule.min_arm)
 st.dataframe(display, column_config=config, hide_index=True,
-             height=ui.table_height(len(display)))
+             height=fmt.table_height(len(display)))
 
 # -- intersections --------------------------------------------------------------------------------
-members = {i: [f for f in factors if ui.present(row[f])] for i, row in table.iterrows()}
+members = {i: [f for f in factors if reports.present(row[f])] for i, row in table.iterrows()}
 pairs = {b: members[i] for i, b in table["by"].items() if len(members[i]) == 2}
 if pairs:
     st.subheader("Intersections")
     c1, c2 = st.columns([1, 1])
     with c1:
-        pair = ui.persistent(st.selectbox, "Pair of factors", "pair", next(iter(pairs)),
-                             options=list(pairs))
+        pair = state.persistent(st.selectbox, "Pair of factors", "pair", next(iter(pairs)),
+                                options=list(pairs))
     with c2:
-        color = ui.persistent(st.radio, "Colour the cells by", "color", "p_above",
-                              options=["p_above", "mean"], horizontal=True,
-                              format_func=lambda v: {"p_above": "Chance above +δ",
-                                                     "mean": "Mean effect"}[v])
+        color = state.persistent(st.radio, "Colour the cells by", "color", "p_above",
+                                 options=["p_above", "mean"], horizontal=True,
+                                 format_func=lambda v: {"p_above": "Chance above +δ",
+                                                        "mean": "Mean effect"}[v])
     rows, cols = (shown.factors[f] for f in pairs[pair])
     shows = f"the chance that the effect is above +{d}" if color == "p_above" else "the mean"
     st.caption(f"Each cell shows {shows} and the number of people. Cells marked 'not shown' were "
                "withheld for small-cell protection. Hover over a cell for details.")
     in_pair = table["by"] == pair
-    ui.show_figure(ui.report_heatmap(shown, in_pair, rows, cols, color=color, rule=rule,
-                                     binary=binary, min_cell=snap.min_cell),
+    page.show_figure(reports.report_heatmap(shown, in_pair, rows, cols, color=color, rule=rule,
+                                            binary=binary, min_cell=snap.min_cell),
                    "intersection", key="report_heatmap")
-    display, config = ui.display_effects(table.loc[in_pair], binary, rule.min_arm)
+    display, config = fmt.display_effects(table.loc[in_pair], binary, rule.min_arm)
     st.dataframe(display, column_config=config, hide_index=True,
-                 height=ui.table_height(len(display)))
+                 height=fmt.table_height(len(display)))
 
 # -- densities ------------------------------------------------------------------------------------
 published = [f for f in factors if (table["by"] == f).any()]
 if published:
     st.subheader("How sure are we? The whole posterior")
-    factor = ui.persistent(st.selectbox, "Show the posterior of each group of", "density_factor",
-                           published[0], options=published)
+    factor = state.persistent(st.selectbox, "Show the posterior of each group of", "density_factor",
+                              published[0], options=published)
     idx = table.index[table["by"] == factor]
     curves = {shown.table.loc[i, shown.factors[factor]]
               + (" (extrapolated)" if table.loc[i, "extrapolated"] else
@@ -131,9 +132,9 @@ if published:
     st.caption("Each curve shows how plausible each size of effect is for one group. Wide, flat "
                "curves mean little information (few people); curves inside the green band mean "
                "a practically-zero effect.")
-    ui.show_figure(plots.density_plot(curves, threshold=rule.threshold, binary=binary,
-                                      outcome=shown.outcome,
-                                      title=f"Effect by {shown.factors[factor]}"),
+    page.show_figure(plots.density_plot(curves, threshold=rule.threshold, binary=binary,
+                                        outcome=shown.outcome,
+                                        title=f"Effect by {shown.factors[factor]}"),
                    "posterior_by_factor", key="report_densities")
 
 # -- compare two groups ---------------------------------------------------------------------------
@@ -145,29 +146,29 @@ if factors and len(table) > 1:
     first = [i for i in options if table.loc[i, "by"] == factors[0]] or options
     c1, c2 = st.columns(2, gap="large")
     with c1:
-        a = ui.persistent(st.selectbox, "Group A", "cmp_a", first[0], options=options,
-                          format_func=lambda i: table.loc[i, "label"])
+        a = state.persistent(st.selectbox, "Group A", "cmp_a", first[0], options=options,
+                             format_func=lambda i: table.loc[i, "label"])
     with c2:
-        b = ui.persistent(st.selectbox, "Group B", "cmp_b", first[min(1, len(first) - 1)],
-                          options=options, format_func=lambda i: table.loc[i, "label"])
+        b = state.persistent(st.selectbox, "Group B", "cmp_b", first[min(1, len(first) - 1)],
+                             options=options, format_func=lambda i: table.loc[i, "label"])
     group_a = {f: str(table.loc[a, f]) for f in members[a]}
     group_b = {f: str(table.loc[b, f]) for f in members[b]}
     summary, diff = snap.contrast(group_a, group_b, rule.threshold, rule.interval, rule.cutoff)
     if a == b:
         st.info("The two groups are the same; pick different groups to compare.")
-    chance = {k: ui.fmt_prob(summary[k], words=True)
+    chance = {k: fmt.fmt_prob(summary[k], words=True)
               for k in ("p_above", "p_practically_zero", "p_below")}
-    between = (f"{ui.fmt_effect(summary['lower'], binary)} and "
-               f"{ui.fmt_effect(summary['upper'], binary)} ({interval} interval)")
+    between = (f"{fmt.fmt_effect(summary['lower'], binary)} and "
+               f"{fmt.fmt_effect(summary['upper'], binary)} ({interval} interval)")
     if summary["extrapolated"]:
-        st.markdown("#### " + contrast_sentence(summary, rule.min_arm, ui.md_who(group_a),
-                                                ui.md_who(group_b)))
+        st.markdown("#### " + contrast_sentence(summary, rule.min_arm, fmt.md_who(group_a),
+                                                fmt.md_who(group_b)))
         st.markdown(f"The model's difference A − B is between {between}, but it is borrowed "
                     "from the other groups, not measured.")
     else:
         st.markdown("#### " + fix_article(
             f"There is a {chance['p_above']} chance the treatment's effect is larger by more "
-            f"than {d} for {ui.md_who(group_a)} (A) than for {ui.md_who(group_b)} (B)."))
+            f"than {d} for {fmt.md_who(group_a)} (A) than for {fmt.md_who(group_b)} (B)."))
         st.markdown(fix_article(
             f"The chance that the two effects differ by less than {d} either way (practically "
             f"the same) is {chance['p_practically_zero']}, and the chance that the effect is "
@@ -176,10 +177,10 @@ if factors and len(table) > 1:
     fig = plots.posterior_plot(
         diff, summary, threshold=rule.threshold, binary=binary, outcome=shown.outcome,
         label="A − B", what="Difference in effect",
-        title=f"Effect for {ui.plot_escape(table.loc[a, 'label'], 50)} minus effect for "
-              f"{ui.plot_escape(table.loc[b, 'label'], 50)}")
-    ui.show_figure(fig, "difference", key="report_difference")
-    both, config = ui.display_effects(table.loc[[a, b]], binary, rule.min_arm)
+        title=f"Effect for {fmt.plot_escape(table.loc[a, 'label'], 50)} minus effect for "
+              f"{fmt.plot_escape(table.loc[b, 'label'], 50)}")
+    page.show_figure(fig, "difference", key="report_difference")
+    both, config = fmt.display_effects(table.loc[[a, b]], binary, rule.min_arm)
     st.dataframe(both, column_config=config, hide_index=True)
 
 # -- model and data ------------------------------------------------------------------------------
@@ -189,16 +190,16 @@ data = snap.data
 kind = ("yes/no outcome; effects in percentage points" if binary
         else "continuous outcome; effects are differences in means")
 lines = [f"**Outcome:** {outcome} ({kind})",
-         f"**Arms:** treated = {ui.md(snap.treated)}; control = {ui.md(snap.control)}",
-         f"**Factors:** {ui.md(', '.join(factors) or 'none')}"]
+         f"**Arms:** treated = {fmt.md(snap.treated)}; control = {fmt.md(snap.control)}",
+         f"**Factors:** {fmt.md(', '.join(factors) or 'none')}"]
 if isinstance(data.get("n_used"), int) and isinstance(data.get("n_input_rows"), int):
     dropped = data.get("dropped") or {}
     lines.append(f"**Rows:** {data['n_used']:,} of {data['n_input_rows']:,} analysed; "
-                 + ("dropped: " + ui.md("; ".join(f"{k}: {v:,}" for k, v in dropped.items()))
+                 + ("dropped: " + fmt.md("; ".join(f"{k}: {v:,}" for k, v in dropped.items()))
                     if dropped else "none dropped"))
 lines.append(f"**Posterior draws kept:** {snap.n_draws:,} per group")
 if data.get("fingerprint"):
-    lines.append(f"**Data fingerprint (SHA-256):** {ui.md(data['fingerprint'])}")
+    lines.append(f"**Data fingerprint (SHA-256):** {fmt.md(data['fingerprint'])}")
 st.markdown("\n".join(f"- {line}" for line in lines))
 
 # -- exports --------------------------------------------------------------------------------------

@@ -4,18 +4,18 @@ from datetime import UTC, datetime
 
 import streamlit as st
 
-import ui
 from hte.errors import HteError
 from hte.reports import MAX_NOTE, MAX_TITLE, MIN_CELL, Snapshot
+from ui import decision, page, reports
 
-ui.page_header("share", "7 · Share",
-               "Publish a read-only report of these results and share its link. Readers see the "
-               "effects, intersections and comparisons, and can change δ and the interval level; "
-               "they cannot see your data, refit the model or open anything else.")
+page.page_header("share", "7 · Share",
+                 "Publish a read-only report of these results and share its link. Readers see the "
+                 "effects, intersections and comparisons, and can change δ and the interval level; "
+                 "they cannot see your data, refit the model or open anything else.")
 
-fit = ui.need_fit()
-rule = ui.rule_controls(fit)
-ui.diagnostics_notice(fit)
+fit = page.need_fit()
+rule = decision.rule_controls(fit)
+page.diagnostics_notice(fit)
 
 # -- publish --------------------------------------------------------------------------------------
 st.subheader("Publish a report")
@@ -43,7 +43,7 @@ with right:
         help="The link stops working at the end of this day (UTC). Leave it empty for a link "
              "that works until you withdraw it.")
 try:
-    withheld, total = ui.withheld_preview(fit, int(min_cell))
+    withheld, total = reports.withheld_preview(fit, int(min_cell))
     st.caption(f"With at least {int(min_cell):,} people per group, {total - withheld:,} of "
                f"{total:,} groups are published and {withheld:,} withheld.")
 except HteError as err:
@@ -55,12 +55,12 @@ if st.button("Publish report", type="primary", icon=":material/publish:"):
                                      expires=expires, threshold=rule.threshold,
                                      interval=rule.interval, cutoff=rule.cutoff,
                                      min_arm=rule.min_arm)
-        token, owner_key = ui.report_store().publish(snapshot)
+        token, owner_key = reports.report_store().publish(snapshot)
     except HteError as err:
         st.error(str(err), icon=":material/error:")
     else:
         # Shown in this run only: the owner key is never stored here or anywhere else.
-        link = ui.report_link(token)
+        link = reports.report_link(token)
         with st.container(border=True):
             st.success("The report is published. Anyone with this link can open it (read-only)"
                        + (f"; it works until {snapshot.expires:%Y-%m-%d %H:%M} UTC."
@@ -70,9 +70,9 @@ if st.button("Publish report", type="primary", icon=":material/publish:"):
                 st.code(link, language=None, wrap_lines=True)
                 st.link_button("Open the report", link, icon=":material/open_in_new:")
             else:
-                st.code(ui.report_query(token), language=None, wrap_lines=True)
+                st.code(reports.report_query(token), language=None, wrap_lines=True)
                 st.caption("Add this to the end of this dashboard's address (without the page "
-                           "name), e.g. https://your-server/" + ui.report_query(token))
+                           "name), e.g. https://your-server/" + reports.report_query(token))
             st.markdown("**Owner key**")
             st.code(owner_key, language=None, wrap_lines=True)
             st.warning("The owner key is shown only now, once: copy it and keep it safe. It is "
@@ -80,10 +80,10 @@ if st.button("Publish report", type="primary", icon=":material/publish:"):
                        "it with the link.", icon=":material/key:")
             st.download_button(
                 "Download the link and key (TXT)", file_name="hte-report-link.txt",
-                data=f"Report link: {link or ui.report_query(token)}\n"
+                data=f"Report link: {link or reports.report_query(token)}\n"
                      f"Owner key (needed to withdraw the report): {owner_key}\n",
                 mime="text/plain", icon=":material/download:", on_click="ignore")
-            st.info(ui.withheld_sentence(snapshot.withheld, snapshot.min_cell),
+            st.info(reports.withheld_sentence(snapshot.withheld, snapshot.min_cell),
                     icon=":material/shield:")
 
 # -- withdraw -------------------------------------------------------------------------------------
@@ -96,7 +96,7 @@ with st.form("withdraw", clear_on_submit=True, border=True):
     submitted = st.form_submit_button("Withdraw the report", icon=":material/delete:")
 if submitted:
     try:
-        ui.report_store().revoke(ui.token_from_link(link_text), key_text.strip())
+        reports.report_store().revoke(reports.token_from_link(link_text), key_text.strip())
     except HteError as err:
         st.error(str(err), icon=":material/error:")
     else:

@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
 FACTORS = ["gender", "race", "generation", "married", "kids", "party"]
 
-# The dashboard compiles the sampler in background threads while the user chooses (ui.warm_up);
-# tests that want it turn it on, so no compilation outlives the test that started it.
+# The dashboard compiles the sampler in background threads while the user chooses
+# (ui.fitting.warm_up); tests that want it turn it on, so no compilation outlives the test
+# that started it.
 os.environ.setdefault("HTE_WARM_UP", "off")
 
 #: Sampler settings for tests that need a fit but not precision.

@@ -211,18 +211,18 @@ def test_fit_button_fits_caches_and_opens_the_effects_page():
 
 
 def test_sampler_compiles_in_the_background_while_the_user_chooses(monkeypatch, sample_table):
-    import ui
     from hte.api import model_spec
     from hte.data import Roles, prepare
     from hte.fitting import precompile_for
     from hte.spec import SamplerSettings
+    from ui import fitting
 
     monkeypatch.setenv("HTE_WARM_UP", "on")
     at = _model_page_with_tiny_settings()
     at.number_input(key="_w_model_warmup").set_value(250)   # a shape no other test compiles
     at.number_input(key="_w_model_seed").set_value(3)
     at = ok(at.run())
-    assert ui.warm_ups().join(timeout=900)
+    assert fitting.warm_ups().join(timeout=900)
 
     # Loading the sample compiled the Model page's first proposal (every factor, defaults) ...
     default = prepare(sample_table, Roles(outcome="support", treatment="treatment",
@@ -239,7 +239,7 @@ def test_sampler_compiles_in_the_background_while_the_user_chooses(monkeypatch, 
 def test_warm_ups_run_one_at_a_time_newest_first_and_drop_stale_requests():
     import threading
 
-    from ui import WarmUps
+    from ui.fitting import WarmUps
 
     ran: list[str] = []
     release = threading.Event()

@@ -15,10 +15,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import hte.report_store as rs
-import ui
 from hte.errors import ReportError
 from hte.report_store import INVALID_LINK, WRONG_KEY, ReportStore, new_token
 from hte.reports import Snapshot
+from ui import formatting as fmt
+from ui import reports, state
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -64,14 +65,14 @@ def share_page(fit, context: dict | None = None) -> AppTest:
     if context:
         at.context = context
     at = ok(at.run())
-    return ok(at.switch_page(ui.PAGES["share"]).run())
+    return ok(at.switch_page(state.PAGES["share"]).run())
 
 
 def report_view(token: str, **state) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     for key, value in state.items():
         at.session_state[key] = value
-    at.query_params[ui.REPORT_PARAM] = token
+    at.query_params[reports.REPORT_PARAM] = token
     return ok(at.run())
 
 
@@ -98,7 +99,7 @@ def test_publish_shows_the_link_and_the_owner_key_once(store, gaussian_fit):
 
     links = [c.value for c in at.code if "?report=" in c.value]
     assert len(links) == 1 and links[0].startswith("https://hte.example.org/?report=")
-    token = ui.token_from_link(links[0])
+    token = reports.token_from_link(links[0])
     key = published_key(at)
     assert key is not None and key != token
     assert "shown only now" in texts(at, "warning") and "withdraw" in texts(at, "warning")
@@ -128,7 +129,7 @@ def test_publish_without_a_known_address_shows_the_relative_link(store, gaussian
     links = [c.value for c in at.code if "?report=" in c.value]
     assert len(links) == 1 and links[0].startswith("?report=")
     assert "dashboard's address" in texts(at, "caption")
-    snap = store.open(ui.token_from_link(links[0]))
+    snap = store.open(reports.token_from_link(links[0]))
     assert snap.min_cell == 400 and snap.withheld > 0 and snap.expires is not None
     assert f"{snap.withheld:,} groups were withheld" in texts(at, "info")
 
@@ -166,18 +167,18 @@ def test_token_from_link_and_base_url():
     token = new_token()
     for text in (token, f" {token} ", f"?report={token}", f"https://a.b/x/?report={token}&y=1",
                  f"report={token}"):
-        assert ui.token_from_link(text) == token
-    assert ui.base_url("http://h:8501/share") == "http://h:8501"
-    assert ui.base_url("https://h/apps/hte/share/") == "https://h/apps/hte"
-    assert ui.base_url("https://h/apps/hte") == "https://h/apps/hte"
-    assert ui.base_url(None) is None
+        assert reports.token_from_link(text) == token
+    assert reports.base_url("http://h:8501/share") == "http://h:8501"
+    assert reports.base_url("https://h/apps/hte/share/") == "https://h/apps/hte"
+    assert reports.base_url("https://h/apps/hte") == "https://h/apps/hte"
+    assert reports.base_url(None) is None
 
 
 def test_markdown_escape_shows_user_text_literally():
-    assert ui.md("**bold** <script>alert(1)</script>") == (
+    assert fmt.md("**bold** <script>alert(1)</script>") == (
         r"\*\*bold\*\* \<script\>alert\(1\)\<\/script\>")
-    assert ui.md("a\nb") == "a b"
-    assert ui.md(":red[x] $y$ [l](u)") == r"\:red\[x\] \$y\$ \[l\]\(u\)"
+    assert fmt.md("a\nb") == "a b"
+    assert fmt.md(":red[x] $y$ [l](u)") == r"\:red\[x\] \$y\$ \[l\]\(u\)"
 
 
 # -- the report view ------------------------------------------------------------------------------
@@ -257,8 +258,8 @@ def test_report_view_compares_groups_and_shows_densities(store, snapshot):
     assert len(at.dataframe[1].value) == 2 * 3     # gender × party
     assert len(at.dataframe[2].value) == 2
     summary, _ = snapshot.contrast({"gender": "Female"}, {})
-    between = (f"between {ui.fmt_effect(summary['lower'], False)} and "
-               f"{ui.fmt_effect(summary['upper'], False)}")
+    between = (f"between {fmt.fmt_effect(summary['lower'], False)} and "
+               f"{fmt.fmt_effect(summary['upper'], False)}")
     assert between in texts(at)
 
 
@@ -295,10 +296,10 @@ def test_user_strings_are_shown_literally(store, snapshot):
                                   "</script>", note="<b>note</b> **x**")
     token, _ = store.publish(hostile)
     at = report_view(token)
-    assert at.title[0].value == ui.md(hostile.title)
+    assert at.title[0].value == fmt.md(hostile.title)
     assert at.text[0].value == "<b>note</b> **x**"          # st.text: no Markdown, no HTML
     body = texts(at)
-    assert HOSTILE not in body and ui.md(HOSTILE) in body    # the comparison's sentence
+    assert HOSTILE not in body and fmt.md(HOSTILE) in body    # the comparison's sentence
     for chart in at.get("plotly_chart"):
         spec = json.dumps(json.loads(chart.proto.spec), ensure_ascii=False)
         assert "<i>Fe</i>" not in spec and "<script>" not in spec
