@@ -1,6 +1,6 @@
 """The dashboard: ``streamlit run app.py``.
 
-This entry file is the router (``st.navigation``; page files live in ``pages/``) and draws the
+This entry file is the router (``st.navigation``; page files live in ``app_pages/``) and draws the
 shared frame: the page configuration, the app's name and a sidebar status of what is loaded and
 fitted. Pages read and write session state through the ``ui`` package (one module per concern:
 session state, fitting, formatting, decision rule, reports, page frame) and call the engine in
@@ -8,6 +8,12 @@ session state, fitting, formatting, decision rule, reports, page frame) and call
 
 A shared report link (``?report=<token>``) is checked first: it opens the read-only report page
 and nothing else (no navigation, no sidebar, no data, no fitting), whatever the path or session.
+
+Why ``app_pages/`` and not Streamlit's usual ``pages/``: a server that finds a ``pages/`` folder
+next to this file serves those files on its own (the older multipage mode) until some request
+has run ``st.navigation``, so the very first request for ``/data?report=...`` on a fresh server
+would open the dashboard and bypass the check above. Without that folder, every request runs
+this file first.
 """
 
 import streamlit as st
@@ -19,7 +25,7 @@ if reports.REPORT_PARAM in st.query_params:
                        initial_sidebar_state="collapsed")
     report = st.Page(state.PAGES["report"], title="Report", icon=":material/description:",
                      default=True)
-    st.navigation([report], position="hidden").run()
+    page.run_page(st.navigation([report], position="hidden"))
     st.stop()
 
 st.set_page_config(page_title="hte — who does the treatment work for?", page_icon="🎯",
@@ -51,4 +57,4 @@ with st.sidebar:
     # (loading, fitting), so the status is current.
     page.sidebar_status()
 
-chosen.run()
+page.run_page(chosen)

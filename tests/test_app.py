@@ -1,9 +1,9 @@
 """The dashboard run headlessly with Streamlit's AppTest: every page, happy path and missing steps.
 
 Result pages get a pre-made fit (the session fixtures of conftest.py) through session state, so
-only one test fits through the Model page. ``AppTest.switch_page`` runs a page file on its own
-(Streamlit treats an app with a ``pages/`` folder as a v1 multipage app), so the shared frame of
-``app.py`` (sidebar status) is checked on ``app.py`` itself.
+only one test fits through the Model page. ``AppTest.switch_page`` runs a page
+through the app's ``st.navigation``; the shared frame of ``app.py`` (sidebar status) is checked
+on ``app.py`` itself.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
-RESULT_PAGES = ["pages/effects.py", "pages/intersections.py", "pages/compare.py",
-                "pages/diagnostics.py", "pages/share.py"]
+RESULT_PAGES = ["app_pages/effects.py", "app_pages/intersections.py", "app_pages/compare.py",
+                "app_pages/diagnostics.py", "app_pages/share.py"]
 TIMEOUT = 120
+#: The address of a link to the Data page: the default page, at the app's root.
+DATA_LINK = ""
 
 
 def app(**state) -> AppTest:
@@ -74,12 +76,12 @@ def test_first_launch_offers_the_sample_one_click_away():
     assert len(at.file_uploader) == 1
 
 
-@pytest.mark.parametrize("path", ["pages/model.py", *RESULT_PAGES])
+@pytest.mark.parametrize("path", ["app_pages/model.py", *RESULT_PAGES])
 def test_pages_before_any_data_say_so_and_link_to_the_data_page(path):
     at = ok(page(path))
     assert "load" in texts(at, "info").lower()
     links = [link.proto.page for link in at.get("page_link")]
-    assert "data" in links, links
+    assert DATA_LINK in links, links
 
 
 @pytest.mark.parametrize("path", RESULT_PAGES)
@@ -157,7 +159,7 @@ def test_unreadable_upload_shows_the_engine_message_next_to_the_uploader():
 
 def _model_page_with_tiny_settings() -> AppTest:
     at = ok(with_sample(app()))
-    at = ok(at.switch_page("pages/model.py").run())
+    at = ok(at.switch_page("app_pages/model.py").run())
     at.multiselect(key="_w_model_model_factors").set_value(["gender", "race", "party"])
     at = ok(at.run())
     at.multiselect(key="_w_model_interactions").set_value(["gender:race"])
@@ -182,7 +184,7 @@ def test_model_page_shows_formula_cells_and_suggested_pairs():
 
 def test_model_page_family_override_error_sits_under_the_outcome_type():
     at = ok(with_sample(app()))
-    at = ok(at.switch_page("pages/model.py").run())
+    at = ok(at.switch_page("app_pages/model.py").run())
     at.radio(key="_w_model_family").set_value("binary")
     at = ok(at.run())
     assert "support" in texts(at, "error")
@@ -201,7 +203,7 @@ def test_fit_button_fits_caches_and_opens_the_effects_page():
 
     # Back on the Model page the same choices are recognised as fitted; fitting again is a
     # cache hit that returns the very same object, without running the sampler.
-    at = ok(at.switch_page("pages/model.py").run())
+    at = ok(at.switch_page("app_pages/model.py").run())
     assert "This model is fitted" in texts(at, "success")
     next(b for b in at.button if b.label == "Fit the model").click()
     start = time.perf_counter()
@@ -291,7 +293,7 @@ def test_fit_reports_progress_and_engine_errors_on_the_page(monkeypatch, gaussia
 # -- results --------------------------------------------------------------------------------------
 
 def test_effects_page_headline_forest_table_and_downloads(gaussian_fit):
-    at = ok(page("pages/effects.py", hte_fit=gaussian_fit))
+    at = ok(page("app_pages/effects.py", hte_fit=gaussian_fit))
     headline = next(m.value for m in at.markdown if m.value.startswith("#### "))
     assert "chance the treatment" in headline and "support" in headline
     assert "(90% interval)" in headline
@@ -310,7 +312,7 @@ def test_effects_page_headline_forest_table_and_downloads(gaussian_fit):
 
 
 def test_changing_delta_and_interval_updates_without_refitting(gaussian_fit):
-    at = ok(page("pages/effects.py", hte_fit=gaussian_fit))
+    at = ok(page("app_pages/effects.py", hte_fit=gaussian_fit))
     before = at.dataframe[0].value["P(> δ)"].iloc[0]
     at.number_input(key="_w_effects_threshold").set_value(0.3)
     at.select_slider(key="_w_effects_interval").set_value(0.5)
@@ -320,12 +322,12 @@ def test_changing_delta_and_interval_updates_without_refitting(gaussian_fit):
     assert at.dataframe[0].value["P(> δ)"].iloc[0] < before
     assert at.session_state["hte_fit"] is gaussian_fit
     # the choice follows the user to the other result pages
-    at = ok(at.switch_page("pages/compare.py").run())
+    at = ok(at.switch_page("app_pages/compare.py").run())
     assert at.number_input(key="_w_compare_threshold").value == pytest.approx(0.3)
 
 
 def test_binary_effects_are_in_percentage_points(binary_fit):
-    at = ok(page("pages/effects.py", hte_fit=binary_fit))
+    at = ok(page("app_pages/effects.py", hte_fit=binary_fit))
     headline = next(m.value for m in at.markdown if m.value.startswith("#### "))
     assert "percentage points" in headline and "donated" in headline
     assert at.number_input(key="_w_effects_threshold").value == pytest.approx(2.0)
@@ -333,7 +335,7 @@ def test_binary_effects_are_in_percentage_points(binary_fit):
 
 
 def test_intersections_page_heatmap_cell_and_table(gaussian_fit):
-    at = ok(page("pages/intersections.py", hte_fit=gaussian_fit))
+    at = ok(page("app_pages/intersections.py", hte_fit=gaussian_fit))
     assert at.selectbox(key="_w_intersections_ix_rows").value == "gender"
     assert at.selectbox(key="_w_intersections_ix_cols").value == "race"
     assert "is modelled as an intersection" in texts(at, "caption")
@@ -349,7 +351,7 @@ def test_intersections_page_heatmap_cell_and_table(gaussian_fit):
 
 
 def test_compare_page_difference_of_two_groups(gaussian_fit):
-    at = ok(page("pages/compare.py", hte_fit=gaussian_fit))
+    at = ok(page("app_pages/compare.py", hte_fit=gaussian_fit))
     body = texts(at)
     assert "for people with gender = Female (A) than for people with gender = Male (B)" in body
     assert len(at.get("plotly_chart")) == 1
@@ -366,7 +368,7 @@ def test_compare_page_difference_of_two_groups(gaussian_fit):
 
 
 def test_diagnostics_page_verdict_traces_and_predictive_check(gaussian_fit):
-    at = ok(page("pages/diagnostics.py", hte_fit=gaussian_fit))
+    at = ok(page("app_pages/diagnostics.py", hte_fit=gaussian_fit))
     verdict = texts(at, "success") + texts(at, "warning")
     assert "sampler" in verdict
     metrics = {m.label: m.value for m in at.metric}
@@ -392,7 +394,7 @@ def test_diagnostics_page_shows_every_attempt(gaussian_fit):
            {**d.attempts_log[0], "attempt": 2, "target_accept": 0.95, "seed": 7920}]
     retried = dataclasses.replace(gaussian_fit, diagnostics=dataclasses.replace(
         d, attempts=2, attempts_log=log, target_accept=0.95))
-    at = ok(page("pages/diagnostics.py", hte_fit=retried))
+    at = ok(page("app_pages/diagnostics.py", hte_fit=retried))
     boxes = [b.value for b in [*at.success, *at.warning]]   # the verdict, the predictive check
     assert any(b.startswith("The first attempt met 3 divergent transitions at target "
                             "acceptance 0.8; the fit was repeated at 0.95") for b in boxes)
@@ -410,7 +412,7 @@ def test_sidebar_status_once_fitted(gaussian_fit):
 
 
 def test_extrapolated_groups_get_no_verdict_on_the_result_pages(extrapolated_fit):
-    at = ok(page("pages/effects.py", hte_fit=extrapolated_fit))
+    at = ok(page("app_pages/effects.py", hte_fit=extrapolated_fit))
     warning = texts(at, "warning")
     assert "2 groups are extrapolated" in warning and "region = E" in warning
     verdicts = at.dataframe[0].value.set_index("Group")["Verdict"]
@@ -420,7 +422,7 @@ def test_extrapolated_groups_get_no_verdict_on_the_result_pages(extrapolated_fit
     called = next(m for m in texts(at).splitlines() if "Here the effect is" in m)
     assert "likely positive for region A, B, C;" in called     # not D or E
 
-    at = ok(page("pages/intersections.py", hte_fit=extrapolated_fit))
+    at = ok(page("app_pages/intersections.py", hte_fit=extrapolated_fit))
     cell = at.selectbox(key="_w_intersections_ix_cell")
     assert not cell.value.startswith(("region = D", "region = E"))   # default: a cell with data
     cell.set_value("region = E, size = small")
@@ -429,7 +431,7 @@ def test_extrapolated_groups_get_no_verdict_on_the_result_pages(extrapolated_fit
     assert "nobody was treated" in texts(at) and "chance" not in next(
         m.value for m in at.markdown if m.value.startswith("**Among"))
 
-    at = ok(page("pages/compare.py", hte_fit=extrapolated_fit))
+    at = ok(page("app_pages/compare.py", hte_fit=extrapolated_fit))
     at.selectbox(key="_w_compare_cmp_a_region").set_value("E")
     at.selectbox(key="_w_compare_cmp_b_region").set_value("A")
     at = ok(at.run())

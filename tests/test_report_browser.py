@@ -165,3 +165,29 @@ def test_publish_open_in_a_fresh_browser_change_delta_and_withdraw(browser, repo
     reader_context.close()
     analyst.close()
 
+
+
+@pytest.mark.parametrize("path", ["data", "share"])
+def test_a_fresh_servers_first_request_to_a_sub_path_with_a_report_link_shows_only_the_report(
+        browser, tmp_path, path):  # noqa: F811
+    """Streamlit serves a ``pages/`` folder on its own until ``st.navigation`` has run once; the
+    gate must hold for the very first request to any path (issue 11)."""
+    db = tmp_path / "reports.db"
+    with running_app(f"streamlit-fresh-{path}.log", HTE_REPORTS_URL=f"sqlite:///{db}") as url:
+        reader = browser.new_page(viewport=VIEWPORT)
+        reader.goto(f"{url}/{path}?report=not-a-real-token")
+        reader.get_by_text(INVALID_LINK).wait_for(timeout=60_000)
+        wait_idle(reader)
+        assert reader.locator('[data-testid="stFileUploader"]').count() == 0
+        assert reader.locator('[data-testid="stSidebarNav"]').count() == 0
+        assert reader.get_by_role("button", name="Use the sample experiment").count() == 0
+        if path == "data":
+            screenshot(reader, "report_gate_fresh_server")
+        reader.close()
+
+
+def test_no_pages_folder_next_to_the_app():
+    """The reason the gate holds from the first request: see app.py's docstring."""
+    root = Path(__file__).resolve().parents[1]
+    assert not (root / "pages").exists()
+    assert (root / "app_pages" / "report.py").exists()

@@ -1,8 +1,11 @@
 """The frame of a page: its header, notices that stop it when a step is missing, the sidebar
-status, errors shown next to their control, and figures and tables with their downloads."""
+status, errors shown next to their control (and a sentence for any failure: :func:`run_page`),
+and figures and tables with their downloads."""
 
 from __future__ import annotations
 
+import logging
+import secrets
 from typing import Any
 
 import pandas as pd
@@ -10,12 +13,15 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from hte import plots
+from hte.errors import HteError
 from hte.result import Fit
 
 from .decision import rule_of
 from .fitting import current_fit
 from .formatting import fmt_effect
 from .state import PAGE, PAGES, LoadedTable, loaded, prefs
+
+_log = logging.getLogger(__name__)
 
 
 def page_header(name: str, title: str, intro: str) -> None:
@@ -102,6 +108,27 @@ def sidebar_status() -> None:
 
 
 # -- errors, figures and tables -------------------------------------------------------------------
+
+def run_page(chosen: Any) -> None:
+    """Run the chosen page; a failure shows a sentence, never a traceback.
+
+    A user's problem (:class:`hte.errors.HteError`) shows its message. Anything else is a bug:
+    it is logged on the server with a short reference, and the page shows the reference, so
+    whoever runs the server can find the traceback. Streamlit's own control flow (rerun, stop)
+    is not an ``Exception`` and passes through.
+    """
+    try:
+        chosen.run()
+    except HteError as err:
+        st.error(str(err), icon=":material/error:")
+    except Exception:
+        ref = secrets.token_hex(4)
+        _log.exception("Page failed (reference %s)", ref)
+        st.error("Something went wrong on this page, and it is not something you did. Try "
+                 "again, or change the last choice you made; if it keeps happening, tell whoever "
+                 f"runs this dashboard and give them the reference **{ref}**.",
+                 icon=":material/error:")
+
 
 def show_error(err: Exception, places: dict[str, Any], fallback: Any) -> None:
     """Show an engine error next to the control it is about.

@@ -4,7 +4,7 @@ show of a published snapshot.
 :func:`report_store` is one :class:`hte.report_store.ReportStore` per storage URL for the whole
 server (``HTE_REPORTS_URL`` from the app's secrets, else the environment, else the store's SQLite
 default). Report links are ``<app address>/?report=<token>`` (:func:`report_link`); app.py sends
-such a link to ``pages/report.py`` alone.
+such a link to ``app_pages/report.py`` alone.
 """
 
 from __future__ import annotations

@@ -41,14 +41,14 @@ SAMPLES = {
     "experiment_binary.csv": "4,000 people; outcome 'donated', yes (1) or no (0)",
 }
 PAGES = {
-    "data": "pages/data.py",
-    "model": "pages/model.py",
-    "effects": "pages/effects.py",
-    "intersections": "pages/intersections.py",
-    "compare": "pages/compare.py",
-    "diagnostics": "pages/diagnostics.py",
-    "share": "pages/share.py",
-    "report": "pages/report.py",
+    "data": "app_pages/data.py",
+    "model": "app_pages/model.py",
+    "effects": "app_pages/effects.py",
+    "intersections": "app_pages/intersections.py",
+    "compare": "app_pages/compare.py",
+    "diagnostics": "app_pages/diagnostics.py",
+    "share": "app_pages/share.py",
+    "report": "app_pages/report.py",
 }
 DATA = "hte_data"
 PREFS = "hte_prefs"
