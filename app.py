@@ -23,9 +23,13 @@ from ui import page, reports, state
 if reports.REPORT_PARAM in st.query_params:
     st.set_page_config(page_title="hte report", page_icon="🎯", layout="wide",
                        initial_sidebar_state="collapsed")
-    report = st.Page(state.PAGES["report"], title="Report", icon=":material/description:",
-                     default=True)
-    page.run_page(st.navigation([report], position="hidden"))
+    # The report answers at every address of the app (a link may have been pasted onto any
+    # page's address), so no reader meets Streamlit's "page not found" dialog. (The default page
+    # also answers at /report.)
+    report = [st.Page(state.PAGES["report"], title="Report", icon=":material/description:",
+                      default=path == "", url_path=path or None)
+              for path in ("", *(p for p in state.PAGE_PATHS if p != "report"))]
+    page.run_page(st.navigation(report, position="hidden"))
     st.stop()
 
 st.set_page_config(page_title="hte — who does the treatment work for?", page_icon="🎯",

@@ -181,6 +181,7 @@ def test_a_fresh_servers_first_request_to_a_sub_path_with_a_report_link_shows_on
         assert reader.locator('[data-testid="stFileUploader"]').count() == 0
         assert reader.locator('[data-testid="stSidebarNav"]').count() == 0
         assert reader.get_by_role("button", name="Use the sample experiment").count() == 0
+        assert reader.get_by_text("Page not found").count() == 0  # the report answers here
         if path == "data":
             screenshot(reader, "report_gate_fresh_server")
         reader.close()

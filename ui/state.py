@@ -50,6 +50,8 @@ PAGES = {
     "share": "app_pages/share.py",
     "report": "app_pages/report.py",
 }
+#: Every address a page of the app answers at (file names, and the Share page's url_path).
+PAGE_PATHS = tuple(PAGES)
 DATA = "hte_data"
 PREFS = "hte_prefs"
 FIT = "hte_fit"
