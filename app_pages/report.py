@@ -11,13 +11,14 @@ from hte import plots
 from hte.decisions import SMALL_ARM, contrast_sentence, fix_article, sentence
 from hte.diagnostics import Diagnostics
 from hte.errors import HteError
-from hte.reports import EVERYONE, plot_table, report_csv, report_html
+from hte.reports import EVERYONE, fingerprint_label, plot_table, report_csv, report_html
 from ui import decision, page, reports, state
 from ui import formatting as fmt
 
 st.session_state[state.PAGE] = "report"
+token = st.query_params.get(reports.REPORT_PARAM, "")
 try:
-    snap = reports.open_report(st.query_params.get(reports.REPORT_PARAM, ""))
+    snap = reports.open_report(token)
 except HteError as err:   # unknown, malformed, expired, withdrawn: the store's one message
     st.error(str(err), icon=":material/link_off:")
     st.stop()
@@ -77,9 +78,10 @@ st.markdown(f"Each point is a group's average effect and the bar its {interval} 
             f"{rule.min_arm} treated or control people is **extrapolated** (a hollow grey "
             "circle): its estimate is borrowed from the other groups and gets no verdict. ⚠ "
             f"marks groups with fewer than {SMALL_ARM} people in an arm.")
-page.show_figure(plots.forest_plot(shown.table.loc[singles], threshold=rule.threshold,
-                                   binary=binary, outcome=shown.outcome, interval=rule.interval),
-               "effects_by_group", key="report_forest")
+page.show_figure(reports.report_figure(
+    token, "forest", (rule,), lambda: plots.forest_plot(
+        shown.table.loc[singles], threshold=rule.threshold, binary=binary, outcome=shown.outcome,
+        interval=rule.interval)), "effects_by_group", key="report_forest")
 st.caption(fmt.md(reports.withheld_sentence(snap.withheld, snap.min_cell)))
 
 st.subheader("Table of effects")
@@ -109,12 +111,13 @@ if pairs:
                                                         "mean": "Mean effect"}[v])
     rows, cols = (shown.factors[f] for f in pairs[pair])
     shows = f"the chance that the effect is above +{d}" if color == "p_above" else "the mean"
-    st.caption(f"Each cell shows {shows} and the number of people. Cells marked 'not shown' were "
-               "withheld for small-cell protection. Hover over a cell for details.")
+    st.caption(f"Each cell shows {shows} and the number of people. A cell marked 'not shown' "
+               "has nobody in it, or too few people to publish. Hover over a cell for details.")
     in_pair = table["by"] == pair
-    page.show_figure(reports.report_heatmap(shown, in_pair, rows, cols, color=color, rule=rule,
-                                            binary=binary, min_cell=snap.min_cell),
-                   "intersection", key="report_heatmap")
+    page.show_figure(reports.report_figure(
+        token, "heatmap", (rule, pair, color), lambda: reports.report_heatmap(
+            shown, in_pair, rows, cols, color=color, rule=rule, binary=binary,
+            min_cell=snap.min_cell)), "intersection", key="report_heatmap")
     display, config = fmt.display_effects(table.loc[in_pair], binary, rule.min_arm)
     st.dataframe(display, column_config=config, hide_index=True,
                  height=fmt.table_height(len(display)))
@@ -132,10 +135,11 @@ if published:
     st.caption("Each curve shows how plausible each size of effect is for one group. Wide, flat "
                "curves mean little information (few people); curves inside the green band mean "
                "a practically-zero effect.")
-    page.show_figure(plots.density_plot(curves, threshold=rule.threshold, binary=binary,
-                                        outcome=shown.outcome,
-                                        title=f"Effect by {shown.factors[factor]}"),
-                   "posterior_by_factor", key="report_densities")
+    page.show_figure(reports.report_figure(
+        token, "densities", (rule.threshold, factor), lambda: plots.density_plot(
+            curves, threshold=rule.threshold, binary=binary, outcome=shown.outcome,
+            title=f"Effect by {shown.factors[factor]}")),
+        "posterior_by_factor", key="report_densities")
 
 # -- compare two groups ---------------------------------------------------------------------------
 if factors and len(table) > 1:
@@ -174,11 +178,12 @@ if factors and len(table) > 1:
             f"the same) is {chance['p_practically_zero']}, and the chance that the effect is "
             f"larger by more than {d} for B is {chance['p_below']}. The difference A − B is most "
             f"likely between {between}."))
-    fig = plots.posterior_plot(
-        diff, summary, threshold=rule.threshold, binary=binary, outcome=shown.outcome,
-        label="A − B", what="Difference in effect",
-        title=f"Effect for {fmt.plot_escape(table.loc[a, 'label'], 50)} minus effect for "
-              f"{fmt.plot_escape(table.loc[b, 'label'], 50)}")
+    diff_title = (f"Effect for {fmt.plot_escape(table.loc[a, 'label'], 50)} minus effect for "
+                  f"{fmt.plot_escape(table.loc[b, 'label'], 50)}")
+    fig = reports.report_figure(token, "difference", (rule, int(a), int(b)), lambda: (
+        plots.posterior_plot(diff, summary, threshold=rule.threshold, binary=binary,
+                             outcome=shown.outcome, label="A − B", what="Difference in effect",
+                             title=diff_title)))
     page.show_figure(fig, "difference", key="report_difference")
     both, config = fmt.display_effects(table.loc[[a, b]], binary, rule.min_arm)
     st.dataframe(both, column_config=config, hide_index=True)
@@ -199,7 +204,7 @@ if isinstance(data.get("n_used"), int) and isinstance(data.get("n_input_rows"), 
                     if dropped else "none dropped"))
 lines.append(f"**Posterior draws kept:** {snap.n_draws:,} per group")
 if data.get("fingerprint"):
-    lines.append(f"**Data fingerprint (SHA-256):** {fmt.md(data['fingerprint'])}")
+    lines.append(f"**{fingerprint_label(data['fingerprint'])}:** {fmt.md(data['fingerprint'])}")
 st.markdown("\n".join(f"- {line}" for line in lines))
 
 # -- exports --------------------------------------------------------------------------------------
@@ -212,6 +217,6 @@ c1.download_button("Download the report (HTML)",
                    file_name="hte-report.html", mime="text/html", key="report_html",
                    icon=":material/download:", on_click="ignore")
 c2.download_button("Download the table (CSV)",
-                   data=report_csv(snap, rule.threshold, rule.interval, rule.cutoff),
+                   data=lambda: report_csv(snap, rule.threshold, rule.interval, rule.cutoff),
                    file_name="hte-report.csv", mime="text/csv", key="report_csv",
                    icon=":material/download:", on_click="ignore")

@@ -647,6 +647,13 @@ def report_csv(snapshot: Snapshot, threshold: float | None = None, interval: flo
     return safe_csv(snapshot.effects(threshold, interval, cutoff))
 
 
+def fingerprint_label(fingerprint: Any) -> str:
+    """What a data fingerprint is: a published one is keyed with the report's owner key
+    (:func:`hte.report_store.keyed_fingerprint`), an unpublished one is a plain SHA-256."""
+    keyed = str(fingerprint).startswith("hmac-sha256:")
+    return "Data fingerprint (keyed with the owner key)" if keyed else "Data fingerprint (SHA-256)"
+
+
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
@@ -764,7 +771,7 @@ def report_html(snapshot: Snapshot, threshold: float | None = None,
          else "?"),
         ("Rows dropped", "; ".join(f"{k}: {v:,}" for k, v in dropped.items()) or "none"),
         ("Columns used", ", ".join(str(c) for c in d.get("columns_used", []))),
-        ("Data fingerprint (SHA-256)", d.get("fingerprint", "")),
+        (fingerprint_label(d.get("fingerprint", "")), d.get("fingerprint", "")),
         ("Posterior draws kept", f"{snapshot.n_draws:,}"),
     ]
     for k, v in items:

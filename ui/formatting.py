@@ -108,6 +108,10 @@ def effect_columns(binary: bool, decimals: int) -> dict:
     }
 
 
+#: What a table shows for a raw estimate that is not available (an arm too small or empty).
+MISSING_RAW = "–"
+
+
 def display_effects(table: pd.DataFrame, binary: bool,
                     min_arm: int = MIN_ARM) -> tuple[pd.DataFrame, dict]:
     """An effects table for reading (display units, rounded by column_config) and its config.
@@ -126,7 +130,15 @@ def display_effects(table: pd.DataFrame, binary: bool,
         "P(< −δ)": table["p_below"] * 100,
     })
     decimals = plots.effect_decimals(table["mean"], binary)
-    return out, effect_columns(binary, decimals)
+    config = effect_columns(binary, decimals)
+    raw = out["Raw estimate"]
+    if raw.isna().any():  # a number column would show a missing value as "None"
+        out["Raw estimate"] = [MISSING_RAW if pd.isna(v) else f"{v:.{decimals}f}" for v in raw]
+        config["Raw estimate"] = st.column_config.TextColumn(
+            config["Raw estimate"]["label"], alignment="right",
+            help="Difference in means within the group alone, no pooling. "
+                 f"{MISSING_RAW}: not shown, because an arm has too few people.")
+    return out, config
 
 
 def table_height(rows: int, limit: int = 25) -> int:

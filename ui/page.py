@@ -153,5 +153,5 @@ def show_figure(fig: go.Figure, name: str, *, key: str, **kwargs: Any) -> Any:
 def download_table(table: pd.DataFrame, name: str, *, key: str,
                    label: str = "Download table (CSV)") -> None:
     """A CSV download of ``table`` at full precision, safe to open in a spreadsheet."""
-    st.download_button(label, data=plots.csv_bytes(table), file_name=f"{name}.csv",
+    st.download_button(label, data=lambda: plots.csv_bytes(table), file_name=f"{name}.csv",
                        mime="text/csv", key=key, icon=":material/download:", on_click="ignore")

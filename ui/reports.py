@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -20,7 +21,7 @@ import streamlit as st
 
 from hte import plots
 from hte.decisions import DecisionRule
-from hte.report_store import ENV_URL, ReportStore
+from hte.report_store import ENV_URL, ReportStore, token_hash
 from hte.reports import PlotTable, Snapshot
 from hte.result import Fit
 
@@ -59,9 +60,26 @@ def report_store() -> ReportStore:
 
 
 def open_report(token: Any) -> Snapshot:
-    """The published report behind ``token`` (read on every run, so a withdrawn or expired
-    report stops showing at once); the store's one message for any token that does not work."""
+    """The published report behind ``token``; the store's one message for any token that does
+    not work. Whether it was withdrawn or has expired is checked on every run; the snapshot
+    itself is kept in memory by the store for a short while (``HTE_REPORT_CACHE_SECONDS``)."""
     return report_store().open(token)
+
+
+@st.cache_resource(show_spinner=False, ttl=600, max_entries=512)
+def _report_figure(report: str, part: str, args: tuple, _build: Callable[[], go.Figure]
+                   ) -> go.Figure:
+    return _build()
+
+
+def report_figure(token: str, part: str, args: tuple, build: Callable[[], go.Figure]
+                  ) -> go.Figure:
+    """The figure ``build()`` makes, shared by every reader of the report behind ``token`` who
+    asks for the same ``part`` with the same ``args`` (everything the figure depends on besides
+    the report). Figures take most of a report view's time; readers of one report often choose
+    the same δ. Keyed by the token's hash, so no figure can be served for another report.
+    Streamlit does not change a figure it draws, so one object serves every session."""
+    return _report_figure(token_hash(str(token)), part, args, build)
 
 
 # -- links ----------------------------------------------------------------------------------------
@@ -126,7 +144,8 @@ def report_effects(snapshot: Snapshot, rule: DecisionRule) -> pd.DataFrame:
 def report_heatmap(shown: PlotTable, mask: pd.Series, rows: str, cols: str, *, color: str,
                    rule: DecisionRule, binary: bool, min_cell: int) -> go.Figure:
     """:func:`hte.plots.heatmap` of one stored pair of factors (shown names). A combination
-    missing from a report was withheld, not empty, so its cell says so."""
+    missing from a report may have nobody in it or have been withheld: the report does not
+    say which (that would reveal that a small group exists), and neither does its cell."""
     fig = plots.heatmap(shown.table.loc[mask], rows, cols, levels=shown.levels, color=color,
                         threshold=rule.threshold, binary=binary, outcome=shown.outcome,
                         interval=rule.interval)
@@ -142,8 +161,9 @@ def report_heatmap(shown: PlotTable, mask: pd.Series, rows: str, cols: str, *, c
                 if (str(r_levels[i]), str(c_levels[j])) not in published:
                     text[i][j] = "not shown"
                     hover[i][j] = (f"<b>{rows} = {r_levels[i]}, {cols} = {c_levels[j]}</b><br>"
-                                   f"Not published: fewer than {min_cell:,} people, or it "
-                                   "would reveal such a group")
+                                   "Not in this report: nobody in the data, or fewer than "
+                                   f"{min_cell:,} people in an arm<br>(or it would reveal "
+                                   "such a group)")
         fig.update_traces(text=text, hovertext=hover, selector={"type": "heatmap"})
     return fig
 
