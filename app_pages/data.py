@@ -44,6 +44,7 @@ if upload is not None and upload.file_id != st.session_state.get("hte_upload_id"
             st.session_state["hte_upload_error"] = str(err)
         else:
             st.session_state.pop("hte_upload_error", None)
+            state.release_upload(upload)  # the table is read: the file's bytes are not needed
             st.rerun()  # so the sidebar status shows the new table
 if st.session_state.get("hte_upload_error"):
     upload_error.error(st.session_state["hte_upload_error"], icon=":material/error:")
@@ -54,6 +55,10 @@ if table is None:
             "the dashboard right away.")
     st.stop()
 
+if table.renamed:
+    st.info("Renamed so results tables can show them: "
+            + "; ".join(f"{fmt.md(a)} → {fmt.md(b)}" for a, b in table.renamed.items())
+            + " (these names are columns of every results table).", icon=":material/edit:")
 frame = table.frame
 rows, cols = frame.shape
 source = "sample" if table.source == "sample" else "file"

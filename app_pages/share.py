@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import streamlit as st
 
 from hte.errors import HteError
-from hte.reports import MAX_NOTE, MAX_TITLE, MIN_CELL, Snapshot
+from hte.reports import MIN_CELL, Snapshot
 from ui import decision, page, reports
 
 page.page_header("share", "7 · Share",
@@ -16,6 +16,12 @@ page.page_header("share", "7 · Share",
 fit = page.need_fit()
 rule = decision.rule_controls(fit)
 page.diagnostics_notice(fit)
+try:
+    store = reports.report_store()
+except HteError as err:
+    st.error(str(err), icon=":material/error:")
+    st.stop()
+limits = store.limits
 
 # -- publish --------------------------------------------------------------------------------------
 st.subheader("Publish a report")
@@ -26,17 +32,19 @@ st.markdown("The report is a snapshot: later changes here do not change it. It h
             "first.")
 left, right = st.columns([2, 1], gap="large")
 with left:
-    title = st.text_input("Title (optional)", max_chars=MAX_TITLE, key="share_title",
+    title = st.text_input("Title (optional)", max_chars=limits.max_title, key="share_title",
                           placeholder=f"Effect of the treatment on {fit.spec.outcome}")
-    note = st.text_area("Note for readers (optional)", max_chars=MAX_NOTE, key="share_note",
+    note = st.text_area("Note for readers (optional)", max_chars=limits.max_note, key="share_note",
                         placeholder="What was tested, on whom, and when; how to read the results.",
                         height=120)
 with right:
     min_cell = st.number_input(
-        "Smallest group to show (people)", min_value=1, value=MIN_CELL, step=1,
-        key="share_min_cell",
-        help="Small-cell protection: groups with fewer people are withheld, and so are groups "
-             "that would reveal them by subtraction (such as the other levels of the factor).")
+        "Smallest group to show (people in each arm)", min_value=limits.min_cell,
+        value=max(MIN_CELL, limits.min_cell), step=1, key="share_min_cell",
+        help="Small-cell protection: a group with fewer treated or fewer control people is "
+             "withheld, and so is any group whose numbers would let someone recompute it by "
+             "sums and differences (such as the other levels of the factor). This server "
+             f"publishes nothing below {limits.min_cell:,}.")
     expires = st.date_input(
         "Link works until (optional)", value=None, min_value=datetime.now(UTC).date(),
         key="share_expires", format="YYYY-MM-DD",
@@ -44,7 +52,7 @@ with right:
              "that works until you withdraw it.")
 try:
     withheld, total = reports.withheld_preview(fit, int(min_cell))
-    st.caption(f"With at least {int(min_cell):,} people per group, {total - withheld:,} of "
+    st.caption(f"With at least {int(min_cell):,} people in each arm, {total - withheld:,} of "
                f"{total:,} groups are published and {withheld:,} withheld.")
 except HteError as err:
     st.error(str(err), icon=":material/error:")
@@ -55,7 +63,7 @@ if st.button("Publish report", type="primary", icon=":material/publish:"):
                                      expires=expires, threshold=rule.threshold,
                                      interval=rule.interval, cutoff=rule.cutoff,
                                      min_arm=rule.min_arm)
-        token, owner_key = reports.report_store().publish(snapshot)
+        token, owner_key = store.publish(snapshot, publisher=reports.publisher_id())
     except HteError as err:
         st.error(str(err), icon=":material/error:")
     else:
@@ -96,7 +104,7 @@ with st.form("withdraw", clear_on_submit=True, border=True):
     submitted = st.form_submit_button("Withdraw the report", icon=":material/delete:")
 if submitted:
     try:
-        reports.report_store().revoke(reports.token_from_link(link_text), key_text.strip())
+        store.revoke(reports.token_from_link(link_text), key_text.strip())
     except HteError as err:
         st.error(str(err), icon=":material/error:")
     else:

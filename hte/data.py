@@ -980,12 +980,16 @@ def _check_unique_columns(df: pd.DataFrame, keys: Sequence[Any]) -> None:
 #: Column names hte.cells uses for its own statistics, and the columns of every effects table
 #: (``by``, ``label``, :data:`hte.result.EFFECT_COLUMNS`, :data:`hte.result.MC_COLUMNS`), which a
 #: factor therefore cannot have.
-RESERVED_NAMES = frozenset({
-    "z", "n", "mean", "ss", "sd", "successes", "arm", "n_treated", "n_control", "var", "_z",
-    "_y", "_c2", "_sum", "_sq", "_gm", "_ss",
+#: Columns only the results have: a table's own column of such a name is renamed on loading in
+#: the dashboard (:func:`rename_reserved`), as it is unlikely to be the outcome or treatment.
+RESULT_NAMES = frozenset({
     "by", "label", "median", "lower", "upper", "p_above", "p_practically_zero", "p_below",
     "verdict", "extrapolated", "small_arm", "raw_mean", "raw_se", "r_hat", "ess_bulk",
     "ess_tail", "mcse_p_above", "mcse_p_practically_zero", "mcse_p_below",
+})
+RESERVED_NAMES = frozenset({
+    "z", "n", "mean", "ss", "sd", "successes", "arm", "n_treated", "n_control", "var", "_z",
+    "_y", "_c2", "_sum", "_sq", "_gm", "_ss", *RESULT_NAMES,
 })
 
 
@@ -994,7 +998,8 @@ def rename_reserved(df: pd.DataFrame, columns: Sequence[str]
     """``df`` with each of ``columns`` named like a results column (:data:`RESERVED_NAMES`)
     renamed to ``<name>_group`` (``<name>_group2``... if taken), and the renames made.
 
-    The dashboard applies it to the chosen factors, so such a column can still be one.
+    The dashboard applies it on loading to the columns named like :data:`RESULT_NAMES`, so
+    such a column can still be a factor.
     """
     taken = {str(c) for c in df.columns}
     renames: dict[str, str] = {}

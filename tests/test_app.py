@@ -147,6 +147,28 @@ def test_upload_csv_and_bin_a_numeric_column():
     assert "'age'" in texts(at, "info")                      # binned age is a factor now
 
 
+def test_upload_renames_result_names_and_releases_the_uploaded_bytes(monkeypatch):
+    """A column called 'label' (a column of every results table) is renamed on loading, and the
+    uploaded file is dropped from Streamlit's memory once its table is read (issue 11)."""
+    from ui import state as ui_state
+
+    released = []
+    real = ui_state.release_upload
+    monkeypatch.setattr(ui_state, "release_upload", lambda u: released.append(real(u)))
+    rows = ["label,arm,score"] + [f"{'ab'[i % 2]},{'treat' if i % 3 else 'control'},{i % 7}"
+                                  for i in range(90)]
+    at = app()
+    at.file_uploader[0].upload("labels.csv", "\n".join(rows).encode(), "text/csv")
+    at = ok(at.run())
+    assert "labels.csv" in texts(at, "success")
+    info = texts(at, "info")
+    assert "Renamed so results tables can show them: label → label\\_group" in info
+    assert "'label_group' (2 levels)" in info  # it is a factor under its new name
+    assert released == [True]
+    at = ok(at.run())  # the table stays loaded without the file
+    assert "labels.csv" in texts(at, "success")
+
+
 def test_unreadable_upload_shows_the_engine_message_next_to_the_uploader():
     at = app()
     at.file_uploader[0].upload("empty.csv", b"", "text/csv")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,7 @@ from .fitting import fit_token
 
 #: The query parameter that opens a published report instead of the app.
 REPORT_PARAM = "report"
+_PUBLISHER = "hte_publisher"
 #: The URL path of the Share page (app.py), stripped from the page's URL to build report links.
 SHARE_PATH = "share"
 
@@ -80,6 +82,11 @@ def report_figure(token: str, part: str, args: tuple, build: Callable[[], go.Fig
     the same δ. Keyed by the token's hash, so no figure can be served for another report.
     Streamlit does not change a figure it draws, so one object serves every session."""
     return _report_figure(token_hash(str(token)), part, args, build)
+
+
+def publisher_id() -> str:
+    """A random id of this browser session, which the store's publish rate limit counts by."""
+    return st.session_state.setdefault(_PUBLISHER, secrets.token_hex(16))
 
 
 # -- links ----------------------------------------------------------------------------------------
@@ -178,11 +185,12 @@ def report_expiry(snapshot: Snapshot) -> str:
 def withheld_sentence(withheld: int, min_cell: int) -> str:
     """How many groups small-cell protection left out, in words."""
     if not withheld:
-        return (f"No group was withheld: every group has at least {min_cell:,} people (groups "
-                "with fewer are never published).")
+        return (f"No group was withheld: every group has at least {min_cell:,} people in each "
+                "arm (groups with fewer are never published).")
     groups = "1 group was" if withheld == 1 else f"{withheld:,} groups were"
     return (f"{groups} withheld for small-cell protection: groups with fewer than {min_cell:,} "
-            "people, and groups whose numbers would reveal them by subtraction.")
+            "people in an arm, and groups whose numbers would let someone recompute those by "
+            "sums and differences.")
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -26,12 +26,14 @@ import pandas as pd
 import streamlit as st
 
 from hte.data import (
+    RESULT_NAMES,
     PreparedData,
     Roles,
     RoleSuggestion,
     as_text,
     prepare,
     read_table,
+    rename_reserved,
     suggest_roles,
 )
 
@@ -71,6 +73,7 @@ class LoadedTable:
     token: str          # identifies the content for caching ("sample:<name>" or a hash)
     source: str         # "sample" or "upload"
     suggestion: RoleSuggestion
+    renamed: dict[str, str] = field(default_factory=dict)  # old -> new column name
 
 
 def loaded() -> LoadedTable | None:
@@ -99,10 +102,34 @@ def load_upload(data: bytes | BinaryIO, name: str, token: str | None = None) -> 
     return set_data(read_table(data, filename=name), name, token, "upload")
 
 
+def release_upload(upload: Any) -> bool:
+    """Drop an uploaded file's bytes from the server's memory once its table is read.
+
+    Streamlit keeps every upload in memory for the whole session (up to ``server.maxUploadSize``
+    each); the session needs only the table read from it. Uses the uploaded-file manager of the
+    script's context (``remove_file``, as Streamlit's own chat input does); returns whether the
+    file was released (False if this Streamlit has no such call: the file then stays until the
+    session ends).
+    """
+    try:
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        ctx.uploaded_file_mgr.remove_file(ctx.session_id, upload.file_id)
+    except (AttributeError, TypeError):
+        return False
+    return True
+
+
 def set_data(frame: pd.DataFrame, name: str, token: str, source: str) -> LoadedTable:
-    """Make ``frame`` the current table: reset the choices to fresh suggestions, drop the fit."""
+    """Make ``frame`` the current table: reset the choices to fresh suggestions, drop the fit.
+
+    Columns named like a column of the results (``label``, ``by``, ``verdict``...) are renamed
+    (``label_group``...; :func:`hte.data.rename_reserved`) and listed in ``renamed``.
+    """
+    frame, renamed = rename_reserved(frame, [c for c in frame.columns if c in RESULT_NAMES])
     table = LoadedTable(frame=frame, name=name, token=token, source=source,
-                        suggestion=suggest_roles(frame))
+                        suggestion=suggest_roles(frame), renamed=renamed)
     st.session_state[DATA] = table
     st.session_state.pop(FIT, None)
     choices = roles_from_suggestion(table.suggestion)
