@@ -458,3 +458,70 @@ def test_extrapolated_groups_get_no_verdict_on_the_result_pages(extrapolated_fit
     at.selectbox(key="_w_compare_cmp_b_region").set_value("A")
     at = ok(at.run())
     assert "No verdict on the difference" in texts(at)
+
+
+# -- the fitting queue ----------------------------------------------------------------------------
+
+def test_fits_take_turns_first_come_first_served_and_waiters_hear_their_place():
+    import threading
+
+    from ui.fitting import FitQueue
+
+    queue = FitQueue(1)
+    order, places, running, peak = [], {}, [0], [0]
+    lock = threading.Lock()
+    gate = threading.Event()
+
+    def analyst(name: str) -> None:
+        with queue.turn(lambda ahead: places.setdefault(name, []).append(ahead)):
+            with lock:
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+                order.append(name)
+            gate.wait(5) if name == "a" else time.sleep(0.05)
+            with lock:
+                running[0] -= 1
+
+    threads = []
+    for name in "abc":
+        threads.append(threading.Thread(target=analyst, args=(name,)))
+        threads[-1].start()
+        time.sleep(0.3)  # a, then b, then c join the queue
+    assert order == ["a"] and queue.running == 1
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert order == ["a", "b", "c"] and peak[0] == 1
+    assert places["b"][0] == 1 and places["c"][0] == 2  # a running; a and b ahead of c
+    assert "a" not in places  # nobody was ahead of a
+
+
+def test_a_waiter_who_leaves_gives_up_its_place():
+    import threading
+
+    from ui.fitting import FitQueue
+
+    queue = FitQueue(1)
+    release = threading.Event()
+
+    def hold() -> None:
+        with queue.turn():
+            release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    time.sleep(0.2)
+
+    class Left(BaseException):
+        pass
+
+    def leave(_ahead: int) -> None:
+        raise Left  # as Streamlit's stop or rerun would, from the progress bar
+
+    with pytest.raises(Left), queue.turn(leave):
+        pass
+    assert queue._waiting == []
+    release.set()
+    holder.join(5)
+    with queue.turn(lambda ahead: pytest.fail("nobody is ahead")):
+        assert queue.running == 1

@@ -2,7 +2,9 @@
 the results computed from it (cached).
 
 Fits are cached for the whole server in :func:`fit_store`, keyed on the data fingerprint, the model
-specification and the sampler settings: the same choices never refit, whichever page asks.
+specification and the sampler settings: the same choices never refit, whichever page asks. New
+fits take turns in :func:`fit_queue` (``HTE_MAX_FITS`` at once, default half the cores), so
+analysts who click Fit while others are fitting see their place in the queue.
 Effects are recomputed from the stored draws (cached per fit and decision rule), so changing the
 threshold or the interval level is instant. Nothing here computes statistics: the engine does.
 """
@@ -14,7 +16,8 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -82,10 +85,85 @@ def fit_key(data: PreparedData, interactions: Sequence[str], prior: str,
     return "|".join([data.fingerprint, repr(spec), repr(settings)])
 
 
+# -- taking turns ---------------------------------------------------------------------------------
+
+#: Environment variable: how many fits one server runs at once.
+ENV_MAX_FITS = "HTE_MAX_FITS"
+
+
+class FitQueue:
+    """First come, first served: at most ``slots`` fits run at once; thread-safe.
+
+    A sampler keeps a core busy, so on a small server fits that all start at once each take
+    several times longer and freeze every page; in turn, each one is as fast as alone.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = max(1, int(slots))
+        self._cond = threading.Condition()
+        self._waiting: list[object] = []
+        self._running = 0
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    @contextmanager
+    def turn(self, waiting: Callable[[int], None] | None = None) -> Iterator[None]:
+        """Wait for a free slot, then hold it for the block. While waiting, ``waiting(ahead)``
+        is called about once a second with the number of fits ahead (running or queued before
+        this one). If waiting is interrupted (the user leaves the page), the place is given up.
+        """
+        ticket = object()
+        with self._cond:
+            self._waiting.append(ticket)
+        try:
+            while True:
+                with self._cond:
+                    place = self._waiting.index(ticket)
+                    if place == 0 and self._running < self.slots:
+                        self._waiting.pop(0)
+                        self._running += 1
+                        break
+                    ahead = place + self._running
+                if waiting is not None:
+                    waiting(ahead)
+                with self._cond:
+                    self._cond.wait(timeout=1.0)
+        except BaseException:  # also Streamlit's stop and rerun, which are not Exceptions
+            with self._cond:
+                if ticket in self._waiting:
+                    self._waiting.remove(ticket)
+                self._cond.notify_all()
+            raise
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._running -= 1
+                self._cond.notify_all()
+
+
+def max_fits() -> int:
+    """Fits run at once: ``HTE_MAX_FITS``, else half the cores (at least one)."""
+    raw = os.environ.get(ENV_MAX_FITS, "").strip()
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+@st.cache_resource(show_spinner=False)
+def fit_queue() -> FitQueue:
+    """The server-wide queue of fits (shared by all sessions)."""
+    return FitQueue(max_fits())
+
+
 def fit_model(data: PreparedData, interactions: Sequence[str], prior: str,
               settings: SamplerSettings,
               progress: Callable[[float, str], None] | None = None) -> tuple[Fit, bool]:
-    """The fit for these choices: from the cache, or run NUTS now. Returns (fit, was_cached)."""
+    """The fit for these choices: from the cache, or run NUTS now, in turn with other sessions'
+    fits (:func:`fit_queue`; ``progress`` hears the place in the queue). Returns
+    (fit, was_cached)."""
     from hte.api import fit as run_fit
 
     key = fit_key(data, interactions, prior, settings)
@@ -93,9 +171,22 @@ def fit_model(data: PreparedData, interactions: Sequence[str], prior: str,
     cached = store.get(key)
     if cached is not None:
         return cached, True
-    fit = run_fit(data, interactions=list(interactions), prior_strength=prior,
-                  chains=settings.chains, warmup=settings.warmup, draws=settings.draws,
-                  seed=settings.seed, target_accept=settings.target_accept, progress=progress)
+    queue = fit_queue()
+
+    def waiting(ahead: int) -> None:
+        if progress is not None:
+            fits = "1 fit is" if ahead == 1 else f"{ahead} fits are"
+            progress(0.0, f"Waiting for the server: {fits} ahead of yours (it runs "
+                          f"{queue.slots} at a time). Yours starts as soon as one finishes.")
+
+    with queue.turn(waiting):
+        cached = store.get(key)  # someone may have fitted the same choices meanwhile
+        if cached is not None:
+            return cached, True
+        fit = run_fit(data, interactions=list(interactions), prior_strength=prior,
+                      chains=settings.chains, warmup=settings.warmup, draws=settings.draws,
+                      seed=settings.seed, target_accept=settings.target_accept,
+                      progress=progress)
     store.put(key, fit)
     return fit, False
 
