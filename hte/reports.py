@@ -699,6 +699,7 @@ def report_html(snapshot: Snapshot, threshold: float | None = None,
     d = snapshot.data
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
+             '<meta name="referrer" content="no-referrer">',
              f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
              f"<h1>{_e(title)}</h1>"]
     stamp = f"Published {snapshot.created:%Y-%m-%d %H:%M} UTC"

@@ -182,6 +182,13 @@ def test_a_fresh_servers_first_request_to_a_sub_path_with_a_report_link_shows_on
         assert reader.locator('[data-testid="stSidebarNav"]').count() == 0
         assert reader.get_by_role("button", name="Use the sample experiment").count() == 0
         assert reader.get_by_text("Page not found").count() == 0  # the report answers here
+        # The link is the permission: the page loads nothing from, and links to nothing on,
+        # another site, so it never leaves as a Referer (a proxy adds Referrer-Policy too).
+        elsewhere = reader.evaluate(
+            "origin => [...performance.getEntriesByType('resource').map(e => e.name), "
+            "...[...document.querySelectorAll('a[href]')].map(a => a.href)]"
+            ".filter(u => u.startsWith('http') && !u.startsWith(origin))", url)
+        assert elsewhere == []
         if path == "data":
             screenshot(reader, "report_gate_fresh_server")
         reader.close()
