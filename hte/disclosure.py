@@ -44,14 +44,14 @@ groups or draws gives nothing beyond those linear sums.
 **Not guaranteed**:
 
 - *The model's structure.* The cells' effects are not unknowns to someone who has the formula:
-  without an interaction for two factors, a cell's effect is the sum of its levels' effects (on
-  the Gaussian scale exactly). The published groups' joint draws then lie in a space of the
-  model's dimension, and the linear relations among them -- computable from the draws alone --
-  have coefficients that depend on the cells' sizes. Solving for those sizes can recover
-  withheld ones: in a 3 x 3 table fitted as ``A + B`` with a 4-person cell, a snapshot that
-  withholds the 4 cells of a rectangle around it leaves the cell sizes one equation short
-  from the counts, but with the relations among the draws all nine sizes follow exactly (see
-  the expected failure in ``tests/test_disclosure.py``). The exact check does not cover this.
+  unless the model includes the interaction of all its factors, a cell's effect is a sum of terms
+  shared with other cells (exactly so for Gaussian outcomes). The published groups' joint draws then
+  lie in a space of the model's dimension, and the linear relations among them -- computable from
+  the draws alone -- have coefficients that depend on the cells' sizes. Solving for those sizes can
+  recover withheld ones: in a 3 x 3 table fitted as ``A + B`` with a 4-person cell, a snapshot that
+  withholds the 4 cells of a rectangle around it leaves the cell sizes one equation short from the
+  counts, but with the relations among the draws all nine sizes follow exactly (see the expected
+  failure in ``tests/test_disclosure.py``). The exact check does not cover this.
 - *Pooling.* A published group's posterior still depends on a small group's outcomes through
   the model's partial pooling (so does the posterior of everyone). That is inference from the
   model, not disclosure of the small group's numbers; no suppression rule removes it.

@@ -17,8 +17,8 @@ treated people, and the cells with control people) is a linear combination of th
 groups'. Guaranteed: every published group has at least k people in each arm, and no withheld
 group's counts, raw difference or effect draws are a fixed combination (sums and differences)
 of the published ones, whatever the cells hold. Not guaranteed: the cells' effects are tied
-together by the model (without an interaction for two factors, a cell's effect is the sum of
-its levels' effects), so someone who knows the formula can use the joint draws to solve for
+together by the model (where it leaves out an interaction, a cell's effect is a sum of terms
+shared with other cells), so someone who knows the formula can use the joint draws to solve for
 withheld cell sizes; the posterior of published groups depends on a small group's outcomes
 through the model's pooling (inference from the model, not disclosure of the group's numbers);
 sums of several withheld groups are only checked where they make up the withheld part of a
