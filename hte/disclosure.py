@@ -120,6 +120,8 @@ def withheld_groups(groups: Sequence[Mapping[str, str]], membership: np.ndarray,
     g_treated, g_control = member @ treated, member @ control
     hidden = (g_treated < k) | (g_control < k)
     hidden = _line_suppression(groups, g_treated, g_control, k, hidden)
+    if not hidden.any():
+        return hidden
     spaces = _spaces(member, treated, control)
     size = g_treated + g_control
     last = np.array([not g for g in groups])  # everyone: withheld only if nothing else will do
