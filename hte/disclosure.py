@@ -272,14 +272,17 @@ def _choose(found: list[tuple[_Space, tuple[int, np.ndarray]]], hidden: np.ndarr
     chosen for another where it serves; failing that, the smallest one in its representation
     (the next round checks again). Groups marked ``last`` are chosen only when no other takes
     part."""
+    def first(pool: np.ndarray) -> np.ndarray:
+        return pool[~last[pool]] if (~last[pool]).any() else pool
+
     chosen: list[int] = []
     order = []
     for _, (group, cands) in found:
-        cands = cands[~last[cands[:, 0]]] if (~last[cands[:, 0]]).any() else cands
+        cands = cands[np.isin(cands[:, 0], first(cands[:, 0]))]
         essential = cands[cands[:, 1] == 1, 0]
         pool = essential if essential.size else cands[:, 0]
         if pool.size == 0:  # rounding: fall back to any published group overlapping it
-            pool = np.flatnonzero(~hidden & (member & member[group]).any(axis=1))
+            pool = first(np.flatnonzero(~hidden & (member & member[group]).any(axis=1)))
         best = min(pool.tolist(), key=lambda g: (size[g], g)) if pool.size else None
         order.append((size[best] if best is not None else np.inf, pool, best))
     for _, pool, best in sorted(order, key=lambda o: o[0]):
