@@ -7,16 +7,24 @@ posterior draws of every published group's effect. Summaries for any threshold, 
 and cut-off are recomputed from those draws (:meth:`Snapshot.effects`, :meth:`Snapshot.contrast`)
 the same way :class:`hte.result.Fit` computes them from the full posterior.
 
-Small-cell protection. A group with fewer than ``min_cell`` people (default 10) is withheld: its
-row, its level names and its draws are not stored. Withholding one group is not enough when the
-groups around it are published, because its size (and the combined draws of the people in it)
-can be recovered by subtraction, e.g. everyone minus the other levels of the factor. So
-complementary groups are withheld too (:func:`withheld_groups`): in every partition of a group
-into the levels of one more factor, either nobody is withheld or at least two members are, and
-the withheld members of a published group hold at least ``min_cell`` people between them. This is
-the usual cell-suppression heuristic of statistical agencies, not a formal guarantee (there is no
-linear-programming audit); raw differences in means are also withheld where an arm has fewer
-than ``min_cell`` people, since they are simple functions of those few people's outcomes.
+Small-cell protection (:mod:`hte.disclosure`). A group with fewer than ``min_cell`` (k, default
+10) treated people or fewer than k control people is withheld: its row, its level names and its
+draws are not stored. So are complementary groups, chosen first by the usual cell-suppression
+rule along each partition of a group by one more factor, then by an exact check: a group's
+counts and people-weighted effect draws are linear sums over the model's finest cells, and more
+groups are withheld until no withheld group's membership over those cells (the cells with
+treated people, and the cells with control people) is a linear combination of the published
+groups'. Guaranteed: every published group has at least k people in each arm, and no withheld
+group's counts, raw difference or effect draws are a fixed combination (sums and differences)
+of the published ones, whatever the cells hold. Not guaranteed: the cells' effects are tied
+together by the model (where it leaves out an interaction, a cell's effect is a sum of terms
+shared with other cells), so someone who knows the formula can use the joint draws to solve for
+withheld cell sizes; the posterior of published groups depends on a small group's outcomes
+through the model's pooling (inference from the model, not disclosure of the group's numbers);
+sums of several withheld groups are only checked where they make up the withheld part of a
+published group; and there is no integer or linear-programming audit of the counts' bounds. Raw
+differences in means are also withheld where an arm has fewer than k people (under the rule
+above, no published group has).
 
 Exports: :func:`report_html` writes one self-contained HTML file (Plotly inlined, opens offline;
 every user-provided string escaped) and :func:`report_csv` the summary table, with spreadsheet
@@ -30,7 +38,6 @@ import io
 import itertools
 import json
 import zipfile
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -53,6 +60,7 @@ from hte.decisions import (
     summarize,
     verdict_text,
 )
+from hte.disclosure import membership_matrix, withheld_groups
 from hte.effects import group_label
 from hte.errors import ReportError
 
@@ -141,10 +149,10 @@ class Snapshot:
                  pairs: bool = True, min_arm: int = MIN_ARM) -> Snapshot:
         """The report of ``fit``: everyone, each factor level and (``pairs``) each pair of factors.
 
-        Groups with fewer than ``min_cell`` people, and the complementary groups that would give
-        them away, are left out (:func:`withheld_groups`). At most ``max_draws`` draws are kept,
-        evenly spaced over the chains. ``expires`` is a time (naive means UTC) or a date (the
-        link works until the end of that day, UTC).
+        Groups with fewer than ``min_cell`` treated or control people, and the complementary
+        groups that would give them away, are left out (:func:`hte.disclosure.withheld_groups`).
+        At most ``max_draws`` draws are kept, evenly spaced over the chains. ``expires`` is a
+        time (naive means UTC) or a date (the link works until the end of that day, UTC).
         """
         rule = DecisionRule(threshold, interval, cutoff, min_arm)  # validates, user's message
         title, note = _clean_text(title, "title", MAX_TITLE), _clean_text(note, "note", MAX_NOTE)
@@ -174,7 +182,24 @@ class Snapshot:
         if int(head["n"].iloc[0]) < min_cell:
             raise ReportError(f"The data hold fewer than {min_cell} people, so nothing can be "
                               "published without singling someone out.")
-        hidden = withheld_groups(keys, head["n"].tolist(), min_cell)
+        for arm, col in ((fit.spec.treated, "n_treated"), (fit.spec.control, "n_control")):
+            if int(head[col].iloc[0]) < min_cell:
+                raise ReportError(
+                    f"Only {int(head[col].iloc[0]):,} people in the data are in the '{arm}' arm. "
+                    f"A report shows only groups with at least {min_cell} people in each arm, so "
+                    "nothing can be published without singling someone out.")
+        cells = fit.covariate
+        membership = membership_matrix(keys, cells)
+        if not ((membership @ cells["n_treated"].to_numpy() == head["n_treated"].to_numpy()).all()
+                and (membership @ cells["n_control"].to_numpy()
+                     == head["n_control"].to_numpy()).all()):
+            raise ReportError("The report's groups do not add up over the data's cells, so it "
+                              "cannot be checked for small groups and is not published.")
+        hidden = withheld_groups(keys, membership, cells["n_treated"], cells["n_control"],
+                                 min_cell)
+        if hidden[0]:
+            raise ReportError("Publishing the effect on everyone would reveal a small group, so "
+                              "nothing can be published. Try a smaller 'smallest group' size.")
         kept = [k for k, h in zip(keys, hidden, strict=True) if not h]
         groups = head.loc[~hidden].reset_index(drop=True)
         small_arm = (groups["n_treated"] < min_cell) | (groups["n_control"] < min_cell)
@@ -256,7 +281,7 @@ class Snapshot:
             raise ReportError(f"More than one group is called '{shown}'; choose it by its "
                               "factor levels instead.")
         raise ReportError(f"There is no group '{shown}' in this report. Groups with fewer than "
-                          f"{self.min_cell} people are not published.")
+                          f"{self.min_cell} people in an arm are not published.")
 
     def draws_of(self, group: str | Mapping[str, str]) -> np.ndarray:
         """The stored effect draws of one group."""
@@ -405,41 +430,6 @@ def thin_index(total: int, keep: int) -> np.ndarray:
     if total <= keep:
         return np.arange(total)
     return np.floor(np.arange(keep) * (total / keep)).astype(np.int64)
-
-
-def withheld_groups(groups: Sequence[Mapping[str, str]], sizes: Sequence[int],
-                    min_cell: int) -> np.ndarray:
-    """Boolean mask of the groups to withhold: primary and complementary suppression.
-
-    A group (a mapping factor -> level) is withheld if it has fewer than ``min_cell`` people.
-    Then, in every *line* -- a group and its partition into the levels of one more factor, when
-    those children are among ``groups`` -- complementary groups are withheld, smallest first,
-    until the line has no withheld member, or at least two, and the withheld children of a
-    published group hold at least ``min_cell`` people together. Otherwise a withheld group's
-    size and draws could be recovered by subtraction. Repeats until nothing changes.
-    """
-    index = {frozenset(g.items()): i for i, g in enumerate(groups)}
-    lines: dict[tuple[int, str], list[int]] = defaultdict(list)
-    for i, g in enumerate(groups):
-        for f in g:
-            parent = index.get(frozenset((k, v) for k, v in g.items() if k != f))
-            if parent is not None:
-                lines[(parent, f)].append(i)
-    n = [int(s) for s in sizes]
-    hidden = np.array([s < min_cell for s in n], dtype=bool)
-    changed = True
-    while changed:
-        changed = False
-        for (parent, _), kids in lines.items():
-            shown = sorted((c for c in kids if not hidden[c]), key=lambda c: (n[c], c))
-            gone = [c for c in kids if hidden[c]]
-            withheld = len(gone) + int(hidden[parent])
-            if not shown or withheld == 0:
-                continue
-            if withheld == 1 or (not hidden[parent] and sum(n[c] for c in gone) < min_cell):
-                hidden[shown[0]] = True
-                changed = True
-    return hidden
 
 
 # --------------------------------------------------------------------------------------------
@@ -752,11 +742,11 @@ def report_html(snapshot: Snapshot, threshold: float | None = None,
     parts.append("</tbody></table>")
     if snapshot.withheld:
         parts.append(f'<p class="muted">{snapshot.withheld:,} group(s) with fewer than '
-                     f"{snapshot.min_cell:,} people, or that would reveal such a group, are not "
-                     "shown.</p>")
+                     f"{snapshot.min_cell:,} people in an arm, or whose numbers would reveal such "
+                     "a group, are not shown.</p>")
     else:
         parts.append(f'<p class="muted">Groups with fewer than {snapshot.min_cell:,} people '
-                     "are never shown.</p>")
+                     "in an arm are never shown.</p>")
 
     parts.append("<h2>Model and data</h2><dl>")
     dropped = d.get("dropped") or {}

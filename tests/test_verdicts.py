@@ -176,24 +176,28 @@ def test_figures_mark_extrapolated_groups_and_small_arms(fit):
 
 
 def test_report_round_trip_keeps_the_rule_and_recomputes_the_flags(fit):
-    snap = Snapshot.from_fit(fit, threshold=THRESHOLD, min_arm=10)
+    # Regions D (3 treated people) and E (none) are never published: a report shows only groups
+    # with at least min_cell people in each arm. A min_arm above that still flags groups.
+    snap = Snapshot.from_fit(fit, threshold=THRESHOLD, min_arm=240)
+    assert not snap.groups["label"].str.contains("region = [DE]").any()
     meta, blob = snap.to_payload()
-    assert meta["min_arm"] == 10
+    assert meta["min_arm"] == 240
     back = Snapshot.from_payload(json.loads(json.dumps(meta)), blob)
     for delta in (THRESHOLD, 0.0, 0.3):             # the viewer changes delta
         tab = back.effects(threshold=delta).set_index("label")
-        assert tab.loc["region = E", "verdict"] == EXTRAPOLATED
-        assert tab.loc["region = D", "extrapolated"]
+        assert tab.loc["region = A, size = large", "verdict"] == EXTRAPOLATED  # 229 control
+        assert tab.loc["region = A, size = small", "extrapolated"]
         assert not tab.loc["region = A", "extrapolated"]
-    row, _ = back.contrast({"region": "D"}, {"region": "B"})
+    row, _ = back.contrast({"region": "A", "size": "large"}, {"region": "B"})
     assert row["verdict"] == EXTRAPOLATED
     html = report_html(back)
-    assert "extrapolated — too few treated people (0 of 10 needed)" in html
+    assert "extrapolated — too few control people (229 of 240 needed)" in html
     # a report published before the rule existed reads with the default
     old = {k: v for k, v in meta.items() if k != "min_arm"}
     assert Snapshot.from_payload(old, blob).min_arm == 10
     loose = Snapshot.from_fit(fit, threshold=THRESHOLD, min_arm=3)
-    assert loose.effects().set_index("label").loc["region = D", "verdict"] == LIKELY_POSITIVE
+    assert loose.effects().set_index("label").loc["region = A, size = large",
+                                                  "verdict"] == LIKELY_POSITIVE
 
 
 # -- single-level factors -------------------------------------------------------------------------
