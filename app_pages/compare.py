@@ -67,7 +67,7 @@ if summary["extrapolated"]:
 else:
     st.markdown(fix_article(
         f"#### There is a {chance['p_above']} chance the treatment's effect is larger by more "
-        f"than {d} for {fmt.who(a)} (A) than for {fmt.who(b)} (B)."))
+        f"than {d} for {fmt.md_who(a)} (A) than for {fmt.md_who(b)} (B)."))
     st.markdown(fix_article(
         f"The chance that the two effects differ by less than {d} either way (practically the "
         f"same) is {chance['p_practically_zero']}, and the chance that the effect is larger by "

@@ -20,7 +20,7 @@ interval = f"{rule.interval:.0%}"
 
 # -- headline -------------------------------------------------------------------------------------
 overall = fitting.effects(fit, None, rule).iloc[0]
-st.markdown(f"#### {fmt.headline(overall, rule, outcome, binary)}")
+st.markdown(f"#### {fmt.headline(overall, rule, fmt.md(outcome), binary)}")
 m1, m2, m3, m4 = st.columns(4)
 digits = plots.effect_decimals(overall[["mean", "lower", "upper"]].astype(float), binary)
 m1.metric("Average effect", plots.format_effect(overall["mean"], binary, digits),

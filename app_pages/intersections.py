@@ -95,7 +95,7 @@ elif row["small_arm"]:
     st.warning(f"This cell has a small arm ({int(row['n_treated']):,} treated, "
                f"{int(row['n_control']):,} control), so its estimate leans mostly on the other "
                "cells.", icon=":material/warning:")
-st.markdown(f"**{fmt.headline(row, rule, outcome, binary, who=fmt.who(group))}**")
+st.markdown(f"**{fmt.headline(row, rule, fmt.md(outcome), binary, who=fmt.md_who(group))}**")
 draws = fitting.effect_draws(fit, [group])[:, 0]
 page.show_figure(plots.posterior_plot(draws, row, threshold=rule.threshold, binary=binary,
                                       outcome=outcome, label=cell,

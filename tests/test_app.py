@@ -525,3 +525,24 @@ def test_a_waiter_who_leaves_gives_up_its_place():
     holder.join(5)
     with queue.turn(lambda ahead: pytest.fail("nobody is ahead")):
         assert queue.running == 1
+
+
+def test_analyst_pages_escape_names_from_the_data_in_sentences(sample_table):
+    """Outcome, factor and level names come from the user's file: sentences show them literally
+    (Markdown escaped), never as links or formatting (issue 11)."""
+    import hte
+    from conftest import FAST
+
+    evil = "[click](http://evil.example)"
+    table = sample_table.rename(columns={"support": "support *now*"}).assign(
+        gender=sample_table["gender"].replace({"Male": evil}))
+    fit = hte.fit(table, outcome="support *now*", treatment="treatment", treated="treatment",
+                  by=["gender", "race"], interactions=["gender:race"], **FAST)
+    shown = []
+    for path in ("app_pages/effects.py", "app_pages/intersections.py", "app_pages/compare.py"):
+        at = ok(page(path, hte_fit=fit))
+        shown.append(texts(at))
+    everything = "\n".join(shown)
+    assert "support \\*now\\*" in everything   # the outcome in the headline, escaped
+    assert evil not in everything            # a level never becomes a live link
+    assert "\\[click\\]" in shown[1] or "\\[click\\]" in shown[2]
