@@ -530,8 +530,9 @@ def test_a_waiter_who_leaves_gives_up_its_place():
 def test_analyst_pages_escape_names_from_the_data_in_sentences(sample_table):
     """Outcome, factor and level names come from the user's file: sentences show them literally
     (Markdown escaped), never as links or formatting (issue 11)."""
-    import hte
     from conftest import FAST
+
+    import hte
 
     evil = "[click](http://evil.example)"
     table = sample_table.rename(columns={"support": "support *now*"}).assign(
@@ -546,3 +547,38 @@ def test_analyst_pages_escape_names_from_the_data_in_sentences(sample_table):
     assert "support \\*now\\*" in everything   # the outcome in the headline, escaped
     assert evil not in everything            # a level never becomes a live link
     assert "\\[click\\]" in shown[1] or "\\[click\\]" in shown[2]
+
+
+def test_a_failing_page_shows_a_sentence_and_logs_the_traceback(caplog):
+    """No traceback reaches a browser: Streamlit is told to show none, and app.py's page runner
+    turns a bug into a sentence with a reference that is in the server's log (issue 11)."""
+    import logging
+    import tomllib
+
+    from hte.errors import SpecError
+    from ui import page as ui_page
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["showErrorDetails"] == "none"
+
+    shown = []
+
+    class Failing:
+        def __init__(self, error):
+            self.error = error
+
+        def run(self):
+            raise self.error
+
+    real = ui_page.st.error
+    ui_page.st.error = lambda text, **_: shown.append(text)
+    try:
+        with caplog.at_level(logging.ERROR, logger="ui.page"):
+            ui_page.run_page(Failing(KeyError("label")))
+            ui_page.run_page(Failing(SpecError("Choose a factor.")))
+    finally:
+        ui_page.st.error = real
+    reference = shown[0].split("**")[1]
+    assert "Something went wrong" in shown[0] and len(reference) == 8
+    assert shown[1] == "Choose a factor."            # a user's problem: its own sentence
+    assert f"reference {reference}" in caplog.text and "KeyError" in caplog.text
