@@ -11,7 +11,13 @@ pooling** (the overall difference in means, with its interval, for every group).
     python bench/prior_study.py --summarize bench/prior_study.csv
 
 Reported per design x family x method, averaged over seeds: RMSE of groups and of
-intersections against the true sample effects, and the share of 90% intervals covering them.
+intersections against the true sample effects, the share of 90% intervals covering them, and the
+Monte Carlo standard error of that share: the sd over seeds of each fit's coverage / sqrt(seeds).
+A fit's intervals all share the overall effect's error, so one seed's coverage swings from 0.65
+to 1.0 (binary, sd ~0.1 over seeds) and the seeds, not the ~135 intervals, are the sample size.
+The designs of one seed share the people, the randomization and (binary) the uniforms behind the
+outcomes, so their errors move together: compare priors within a seed, and designs with many
+seeds.
 The fits use 2 chains x 300 warm-up x 400 draws (enough for means and 90% intervals; the
 benchmark in bench/run.py uses the defaults).
 """
@@ -53,6 +59,12 @@ PRIORS: dict[str, dict] = {
     "mixture": {"effect_pooling": "mixture"},
     "mixture_wide": {"effect_pooling": "mixture", "slab_share": 0.5, "slab_scale": 0.25},
     "shape_0.2": {"effect_shape": 0.2},
+    # Tried on the binary dense design (docs/model.md): per-term scales at the preset's 0.2,
+    # term shares closer to even, a looser fixed baseline prior.
+    "independent_0.2": {"effect_pooling": "independent"},
+    "shape_1": {"effect_shape": 1.0},
+    "shape_2": {"effect_shape": 2.0},
+    "baseline_sd_3": {"binary_baseline_sd": 3.0},
 }
 
 
@@ -187,7 +199,9 @@ def summarize(path: Path) -> pd.DataFrame:
     per_fit = ev.groupby(["family", "design", "method", "kind", "seed"]).agg(
         rmse=("sq", lambda s: float(np.sqrt(s.mean()))), coverage=("cover", "mean"))
     out = per_fit.groupby(["family", "design", "method", "kind"]).agg(
-        rmse=("rmse", "mean"), coverage=("coverage", "mean"), seeds=("rmse", "size"))
+        rmse=("rmse", "mean"), coverage=("coverage", "mean"),
+        coverage_se=("coverage", lambda c: float(c.std(ddof=1) / np.sqrt(len(c)))),
+        seeds=("rmse", "size"))
     return out.unstack("kind")
 
 
