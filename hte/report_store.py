@@ -373,9 +373,9 @@ class ReportStore:
         if publisher is not None:
             self._rate.take(str(publisher))
         owner_key = new_token()
-        if meta["data"].get("fingerprint"):
-            meta["data"]["fingerprint"] = keyed_fingerprint(meta["data"]["fingerprint"],
-                                                            owner_key)
+        if meta["data"].get("fingerprint"):  # a new dict: the snapshot's own stays as it is
+            meta["data"] = {**meta["data"], "fingerprint": keyed_fingerprint(
+                meta["data"]["fingerprint"], owner_key)}
         row = {"owner_key_hash": hash_owner_key(owner_key), "created": now, "expires": expires,
                "format": PAYLOAD_FORMAT, "meta": json.dumps(meta), "payload": blob}
         for _ in range(3):  # a repeated 256-bit token is practically impossible; still, retry

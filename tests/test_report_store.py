@@ -357,6 +357,7 @@ def test_the_published_fingerprint_is_keyed_with_the_owner_key(store, snapshot):
     assert fingerprint not in shown and shown.startswith("hmac-sha256:")
     assert shown == rs.keyed_fingerprint(fingerprint, owner_key)  # the owner can match it
     assert shown != rs.keyed_fingerprint(fingerprint, new_token())
+    assert snapshot.data["fingerprint"] == fingerprint  # publishing leaves the snapshot as it was
 
 
 def test_report_views_are_cached_but_revocation_and_expiry_are_seen_at_once(url, snapshot,
