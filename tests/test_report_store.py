@@ -96,8 +96,10 @@ def test_publish_then_open_with_a_new_store(url, store, snapshot):
     pd.testing.assert_frame_equal(opened.effects(0.3, 0.5, 0.8), snapshot.effects(0.3, 0.5, 0.8))
     pd.testing.assert_frame_equal(opened.groups, snapshot.groups)
     np.testing.assert_array_equal(opened.draws, snapshot.draws)
+    published = {**snapshot.data,  # everything as it was, the fingerprint keyed
+                 "fingerprint": rs.keyed_fingerprint(snapshot.data["fingerprint"], owner_key)}
     assert (opened.title, opened.note, opened.formula, opened.data, opened.diagnostics) == (
-        snapshot.title, snapshot.note, snapshot.formula, snapshot.data, snapshot.diagnostics)
+        snapshot.title, snapshot.note, snapshot.formula, published, snapshot.diagnostics)
     assert token != owner_key
 
 
