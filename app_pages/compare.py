@@ -4,7 +4,6 @@ import pandas as pd
 import streamlit as st
 
 from hte import plots
-from hte.decisions import contrast_sentence, fix_article
 from hte.errors import HteError
 from ui import decision, fitting, page, state
 from ui import formatting as fmt
@@ -53,26 +52,10 @@ except HteError as err:
     st.stop()
 
 name_a, name_b = summary["a"], summary["b"]
-d = fmt.fmt_effect(rule.threshold, binary)
 if a == b:
     st.info("The two groups are the same; pick different levels to compare.")
-chance = {k: fmt.fmt_prob(summary[k], words=True)
-          for k in ("p_above", "p_practically_zero", "p_below")}
-interval_text = (f"{fmt.fmt_effect(summary['lower'], binary)} and "
-                 f"{fmt.fmt_effect(summary['upper'], binary)} ({rule.interval:.0%} interval)")
-if summary["extrapolated"]:
-    st.markdown("#### " + fmt.md(contrast_sentence(summary, rule.min_arm, fmt.who(a), fmt.who(b))))
-    st.markdown(f"The model's difference A − B is between {interval_text}, but it is borrowed "
-                "from the other groups, not measured.")
-else:
-    st.markdown(fix_article(
-        f"#### There is a {chance['p_above']} chance the treatment's effect is larger by more "
-        f"than {d} for {fmt.md_who(a)} (A) than for {fmt.md_who(b)} (B)."))
-    st.markdown(fix_article(
-        f"The chance that the two effects differ by less than {d} either way (practically the "
-        f"same) is {chance['p_practically_zero']}, and the chance that the effect is larger by "
-        f"more than {d} for B is {chance['p_below']}. The difference A − B is most likely "
-        f"between {interval_text}."))
+for text in fmt.contrast_text(summary, rule, binary, a, b):
+    st.markdown(text)
 
 fig = plots.posterior_plot(diff, summary, threshold=rule.threshold, binary=binary,
                            outcome=outcome, label="A − B", what="Difference in effect",

@@ -8,7 +8,7 @@ factors and levels) is escaped before Streamlit or Plotly renders it.
 import streamlit as st
 
 from hte import plots
-from hte.decisions import SMALL_ARM, contrast_sentence, fix_article, sentence
+from hte.decisions import SMALL_ARM, sentence
 from hte.diagnostics import Diagnostics
 from hte.errors import HteError
 from hte.reports import EVERYONE, fingerprint_label, plot_table, report_csv, report_html
@@ -160,24 +160,8 @@ if factors and len(table) > 1:
     summary, diff = snap.contrast(group_a, group_b, rule.threshold, rule.interval, rule.cutoff)
     if a == b:
         st.info("The two groups are the same; pick different groups to compare.")
-    chance = {k: fmt.fmt_prob(summary[k], words=True)
-              for k in ("p_above", "p_practically_zero", "p_below")}
-    between = (f"{fmt.fmt_effect(summary['lower'], binary)} and "
-               f"{fmt.fmt_effect(summary['upper'], binary)} ({interval} interval)")
-    if summary["extrapolated"]:
-        st.markdown("#### " + contrast_sentence(summary, rule.min_arm, fmt.md_who(group_a),
-                                                fmt.md_who(group_b)))
-        st.markdown(f"The model's difference A − B is between {between}, but it is borrowed "
-                    "from the other groups, not measured.")
-    else:
-        st.markdown("#### " + fix_article(
-            f"There is a {chance['p_above']} chance the treatment's effect is larger by more "
-            f"than {d} for {fmt.md_who(group_a)} (A) than for {fmt.md_who(group_b)} (B)."))
-        st.markdown(fix_article(
-            f"The chance that the two effects differ by less than {d} either way (practically "
-            f"the same) is {chance['p_practically_zero']}, and the chance that the effect is "
-            f"larger by more than {d} for B is {chance['p_below']}. The difference A − B is most "
-            f"likely between {between}."))
+    for text in fmt.contrast_text(summary, rule, binary, group_a, group_b):
+        st.markdown(text)
     diff_title = (f"Effect for {fmt.plot_escape(table.loc[a, 'label'], 50)} minus effect for "
                   f"{fmt.plot_escape(table.loc[b, 'label'], 50)}")
     fig = reports.report_figure(token, "difference", (rule, int(a), int(b)), lambda: (

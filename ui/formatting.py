@@ -185,3 +185,31 @@ def outcome_note(data: PreparedData) -> str | None:
     if data.family != GAUSSIAN or data.frame is None:
         return None
     return note(outcome_shape(data.frame["_y"].to_numpy()), data.outcome)
+
+
+def contrast_text(summary: dict, rule: DecisionRule, binary: bool, group_a: dict[str, str],
+                  group_b: dict[str, str]) -> tuple[str, str]:
+    """The headline (Markdown, a level-4 heading) and the paragraph under it for the difference
+    A − B of two groups' effects (``summary`` as :meth:`hte.result.Fit.contrast`); names
+    escaped. An extrapolated contrast says so instead of giving chances."""
+    from hte.decisions import contrast_sentence, fix_article
+
+    a, b = md_who(group_a), md_who(group_b)
+    d = fmt_effect(rule.threshold, binary)
+    between = (f"{fmt_effect(summary['lower'], binary)} and "
+               f"{fmt_effect(summary['upper'], binary)} ({rule.interval:.0%} interval)")
+    if summary["extrapolated"]:
+        return ("#### " + contrast_sentence(summary, rule.min_arm, a, b),
+                f"The model's difference A − B is between {between}, but it is borrowed from "
+                "the other groups, not measured.")
+    chance = {k: fmt_prob(summary[k], words=True)
+              for k in ("p_above", "p_practically_zero", "p_below")}
+    return ("#### " + fix_article(
+                f"There is a {chance['p_above']} chance the treatment's effect is larger by more "
+                f"than {d} for {a} (A) than for {b} (B)."),
+            fix_article(
+                f"The chance that the two effects differ by less than {d} either way (practically "
+                f"the same) is {chance['p_practically_zero']}, and the chance that the effect is "
+                f"larger by more than {d} for B is {chance['p_below']}. The difference A − B is "
+                f"most likely between {between}."))
+
