@@ -240,6 +240,7 @@ def test_upload_fit_effects_and_download(browser, server, tmp_path):
     forest = page.locator('[data-testid="stPlotlyChart"]').first
     forest.locator("text=Everyone").first.wait_for()
     assert forest.locator("text=Black").count() >= 1
+    page.locator('[data-testid="stDataFrame"]').first.wait_for()  # drawn after the charts
     assert page.locator('[data-testid="stDataFrame"]').count() >= 1
     screenshot(page, "05_effects")
 
